@@ -1,0 +1,43 @@
+# oneshot: `make benchmark` runs the study, `make test` runs the tests.
+# Each target creates .venv and installs what it needs by itself.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PRESET ?= default
+
+# Use the shared data copy when it exists and the user set no data root.
+ifeq ($(ONESHOT_DATA),)
+ifneq ($(wildcard ../shared/data),)
+export ONESHOT_DATA := $(abspath ../shared/data)
+endif
+endif
+
+# torch 2.14.1 + torchvision 0.29.1 are the pair that import together here (learn2learn needs
+# torchvision); learn2learn 0.2.0 only builds on Python 3.11 when Cython regenerates its C files.
+INSTALL_PINS := "torch==2.14.1" "torchvision==0.29.1" "numpy<2" "pandas>=2,<3"
+
+.PHONY: install test benchmark perf clean-venv
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip wheel
+	$(PY) -m pip install $(INSTALL_PINS) scipy tqdm pillow matplotlib pytest \
+		"learn2learn==0.2.0" -C--build-option=build_ext
+	$(PY) -m pip install --no-deps -e .
+	$(PY) -c "import oneshot, torch, learn2learn; print('installed oneshot with torch', torch.__version__)"
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(PY) -m pytest -q
+
+benchmark: install
+	$(VENV)/bin/oneshot benchmark --preset $(PRESET) --results results
+
+perf: install
+	$(PY) experiments/perf.py
+
+clean-venv:
+	rm -rf $(VENV)
