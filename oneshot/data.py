@@ -36,6 +36,7 @@ class Split:
     episodes: torch.Tensor | None = None
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
+    _items: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def n_classes(self) -> int:
@@ -43,6 +44,11 @@ class Split:
 
     def class_items(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Items of each class: indices padded with -1 [n_classes, max_items], counts [n_classes]."""
+        if self._items is None:
+            self._items = self._class_items()
+        return self._items
+
+    def _class_items(self) -> tuple[torch.Tensor, torch.Tensor]:
         counts = torch.bincount(self.labels, minlength=self.n_classes)
         order = torch.argsort(self.labels, stable=True)
         table = torch.full((self.n_classes, int(counts.max())), -1, dtype=torch.long)

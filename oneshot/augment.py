@@ -1,0 +1,61 @@
+"""Augmentation on float tensors, batched and seeded: no per-image Python loop.
+
+`affine`: a random rotation, scale and translation per image (Omniglot-style strokes);
+`natural`: random crop with padding, horizontal flip and brightness/contrast jitter (photos).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+KINDS = ("none", "affine", "natural")
+
+
+def _u(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
+    return lo + (hi - lo) * torch.rand(n, generator=g)
+
+
+def affine(x: torch.Tensor, g: torch.Generator, degrees: float = 10.0, scale: float = 0.1,
+           shift: float = 0.1) -> torch.Tensor:
+    """x [B, C, H, W] -> same shape; rotation in +-degrees, scale 1+-scale, shift +-shift of the size."""
+    b = x.shape[0]
+    angle = _u(b, -degrees, degrees, g) * math.pi / 180
+    s = 1 / _u(b, 1 - scale, 1 + scale, g)
+    tx, ty = _u(b, -2 * shift, 2 * shift, g), _u(b, -2 * shift, 2 * shift, g)
+    cos, sin = torch.cos(angle) * s, torch.sin(angle) * s
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def natural(x: torch.Tensor, g: torch.Generator, pad: int = 8, jitter: float = 0.4) -> torch.Tensor:
+    """x [B, C, H, W] (normalised) -> same shape; crop with padding, h-flip, brightness/contrast."""
+    b, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    ox = torch.randint(0, 2 * pad + 1, (b,), generator=g)
+    oy = torch.randint(0, 2 * pad + 1, (b,), generator=g)
+    rows = (oy.view(b, 1) + torch.arange(h)).view(b, 1, h, 1)
+    cols = (ox.view(b, 1) + torch.arange(w)).view(b, 1, 1, w)
+    flip = torch.rand(b, generator=g) < 0.5
+    cols = torch.where(flip.view(b, 1, 1, 1), cols.flip(-1), cols)
+    bi = torch.arange(b).view(b, 1, 1, 1)
+    ci = torch.arange(x.shape[1]).view(1, -1, 1, 1)
+    out = padded[bi, ci, rows, cols]
+    bright = _u(b, -jitter, jitter, g).view(b, 1, 1, 1)
+    contrast = _u(b, 1 - jitter, 1 + jitter, g).view(b, 1, 1, 1)
+    mean = out.mean(dim=(1, 2, 3), keepdim=True)
+    return (out - mean) * contrast + mean + bright
+
+
+def augment(x: torch.Tensor, kind: str, g: torch.Generator) -> torch.Tensor:
+    """Apply augmentation `kind` (none, affine, natural) to a float batch [B, C, H, W]."""
+    if kind == "none":
+        return x
+    if kind == "affine":
+        return affine(x, g)
+    if kind == "natural":
+        return natural(x, g)
+    raise ValueError(f"unknown augmentation {kind!r}; choose one of {', '.join(KINDS)}")

@@ -1,0 +1,188 @@
+"""The `oneshot` command: data, eval, train, table, benchmark."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import OneshotError
+
+
+def _eval(args) -> dict:
+    import torch
+
+    from .data import load_split
+    from .episodes import sample_episodes
+    from .evaluate import evaluate
+
+    if args.encoder == "pixels":
+        encode, size = (lambda x: x.flatten(1)), args.image_size
+    else:
+        from .train import load_encoder
+
+        model, cfg = load_encoder(args.encoder, args.device)
+        encode, size = model, args.image_size or cfg.image_size
+    split = load_split(args.dataset, args.protocol, args.split, args.data_root, size)
+    if split.episodes is not None:  # a fixed protocol, e.g. lake-20runs
+        episodes, n_shot = split.episodes, 1
+        if (args.ways, args.shots) != (20, 1):
+            print(f"note: {split.name} is a fixed 20-way 1-shot protocol; --ways/--shots/--queries/--episodes "
+                  "are ignored", file=sys.stderr)
+        ways, shots, queries = 20, 1, 1
+    else:
+        ways, shots, queries = args.ways, args.shots, args.queries
+        try:
+            episodes = sample_episodes(split, ways, shots, queries, args.episodes, args.seed,
+                                       by_group=args.protocol == "lake-within")
+        except ValueError as e:
+            raise OneshotError(str(e)) from None
+        n_shot = shots
+    with torch.no_grad():
+        res = evaluate(encode, split, episodes, n_shot, args.classifier, args.distance,
+                       device=args.device, progress=not args.json)
+    return {"dataset": args.dataset, "protocol": args.protocol, "split": args.split, "ways": ways,
+            "shots": shots, "queries": queries, "episodes": res["episodes"], "seed": args.seed,
+            "encoder": args.encoder, "classifier": args.classifier, "distance": args.distance,
+            "image_size": size, **res}
+
+
+def cmd_eval(args) -> None:
+    r = _eval(args)
+    if args.json:
+        print(json.dumps(r))
+    else:
+        print(f"{r['ways']}-way {r['shots']}-shot: {100 * r['mean']:.2f} ± {100 * r['ci95']:.2f} % "
+              f"({r['episodes']} episodes, {r['queries']} queries per class)")
+
+
+def cmd_train(args) -> None:
+    from .config import load_config
+    from .train import train
+
+    cfg = load_config(args.config, args.set)
+    if args.device:
+        cfg = cfg.with_overrides([f"device={args.device}"])
+    out = args.out or Path("runs") / cfg.name
+    train(cfg, out, args.data_root, resume=not args.restart)
+    run = json.loads((Path(out) / "run.json").read_text())
+    print(f"{cfg.name}: best validation accuracy {100 * run['best_val_acc']:.2f} % "
+          f"({run['wall_time_s']:.0f} s); encoder in {out}")
+
+
+def cmd_data(args) -> None:
+    from .data import data_root
+
+    root = data_root(args.data_root)
+    if args.action == "fetch":
+        from .fetch import fetch
+
+        root.mkdir(parents=True, exist_ok=True)
+        for name in args.names or ["omniglot"]:
+            paths = fetch(name, root, base_url=args.base_url, force=args.force)
+            print(f"{name}: {len(paths)} files in {root / name}")
+        return
+    from . import omniglot
+
+    rows = omniglot.check(root)
+    try:
+        from . import miniimagenet
+
+        rows += miniimagenet.check(root)
+    except ImportError:
+        pass
+    for item, ok, detail in rows:
+        print(f"{'ok     ' if ok else 'MISSING'} {item}: {detail}")
+
+
+def cmd_table(args) -> None:
+    from .tables import write_tables
+
+    for path in write_tables(Path(args.results), Path(args.out) if args.out else None):
+        print(path)
+
+
+def cmd_benchmark(args) -> None:
+    from .benchmark import run_benchmark
+
+    run_benchmark(args.preset, Path(args.results), args.data_root, runs_dir=Path(args.runs),
+                  device=args.device, dry_run=args.dry_run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="oneshot", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp):
+        sp.add_argument("--data-root", help="folder holding the datasets (default: $ONESHOT_DATA, else ./data)")
+
+    d = sub.add_parser("data", help="fetch or check datasets")
+    d.add_argument("action", choices=["fetch", "check"])
+    d.add_argument("names", nargs="*", help="datasets to fetch (default: omniglot)")
+    d.add_argument("--base-url", help="fetch from this mirror instead of the canonical sources")
+    d.add_argument("--force", action="store_true", help="download again even if files verify")
+    common(d)
+    d.set_defaults(func=cmd_data)
+
+    e = sub.add_parser("eval", help="evaluate an encoder on seeded test episodes")
+    common(e)
+    e.add_argument("--dataset", default="omniglot", help="omniglot, miniimagenet or folder:PATH")
+    e.add_argument("--protocol", default="vinyals", help="omniglot: vinyals, lake, lake-within, lake-20runs")
+    e.add_argument("--split", default="test")
+    e.add_argument("--ways", type=int, default=5)
+    e.add_argument("--shots", type=int, default=1)
+    e.add_argument("--queries", type=int, default=15)
+    e.add_argument("--episodes", type=int, default=1000)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--encoder", default="pixels", help="'pixels' or a run directory from 'oneshot train'")
+    e.add_argument("--classifier", default="nearest-support", choices=["nearest-support", "nearest-prototype"])
+    e.add_argument("--distance", default="euclidean", choices=["euclidean", "cosine"])
+    e.add_argument("--image-size", type=int, default=None, help="resize images (default: 28 for pixels, "
+                   "the encoder's training size otherwise)")
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.set_defaults(func=cmd_eval)
+
+    t = sub.add_parser("train", help="train a Siamese encoder from a config")
+    common(t)
+    t.add_argument("--config", help="TOML file in experiments/")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    t.add_argument("--out", help="run directory (default: runs/<name>)")
+    t.add_argument("--device", help="cpu, cuda, cuda:1, ...")
+    t.add_argument("--restart", action="store_true", help="start over instead of resuming")
+    t.set_defaults(func=cmd_train)
+
+    tb = sub.add_parser("table", help="regenerate tables and plots from records")
+    tb.add_argument("results", help="results folder holding records/")
+    tb.add_argument("--out", help="where to write (default: the results folder)")
+    tb.set_defaults(func=cmd_table)
+
+    b = sub.add_parser("benchmark", help="train and evaluate a preset grid, write results/")
+    common(b)
+    b.add_argument("--preset", default="default")
+    b.add_argument("--results", default="results")
+    b.add_argument("--runs", default="runs", help="run directories (checkpoints; not committed)")
+    b.add_argument("--device", default="cpu")
+    b.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+    b.set_defaults(func=cmd_benchmark)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "image_size", 0) is None and getattr(args, "encoder", "") == "pixels":
+        args.image_size = 28
+    try:
+        args.func(args)
+    except (OneshotError, ValueError) as e:
+        print(f"oneshot: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("oneshot: interrupted; finished work is kept, run the same command to continue", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Training configuration: TOML files in `experiments/`, overridden by `--set key=value`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from .errors import OneshotError
+
+
+@dataclass
+class Config:
+    """Everything that defines a training run (saved whole with every checkpoint)."""
+
+    name: str = "run"
+    dataset: str = "omniglot"
+    protocol: str = "vinyals"
+    train_split: str = "train"
+    val_split: str = "val"
+    image_size: int = 28
+    encoder: str = "conv4"
+    normalize: bool = True          # L2-normalise embeddings (distances in [0, 2])
+    loss: str = "triplet"           # contrastive | triplet | koch | proto
+    margin: float = 0.5
+    mining: str = "hard"            # triplet: all | hard | semihard
+    pos_weight: str = "balanced"    # contrastive: balanced | mean
+    distance: str = "euclidean"     # distance inside the loss
+    steps: int = 1500
+    batch_classes: int = 32         # P
+    batch_shots: int = 4            # K (proto: K-1 support + 1 query per class)
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    augment: str = "none"           # none | affine | natural
+    seed: int = 0
+    val_every: int = 500
+    val_ways: int = 5
+    val_shots: int = 1
+    val_queries: int = 15
+    val_episodes: int = 500
+    device: str = "cpu"
+    channels_last: bool = True
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def with_overrides(self, pairs: list[str]) -> "Config":
+        """Apply `key=value` strings; values are parsed as JSON, else kept as strings."""
+        known = {f.name: f.type for f in fields(self)}
+        out = self.to_dict()
+        for pair in pairs:
+            key, sep, raw = pair.partition("=")
+            if not sep or key not in known:
+                raise OneshotError(f"--set {pair!r}: expected key=value with key one of {', '.join(known)}")
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                value = raw
+            out[key] = value
+        return from_dict(out)
+
+
+def from_dict(d: dict) -> Config:
+    """Build a Config, refusing unknown keys and coercing numbers to the declared types."""
+    known = {f.name: f for f in fields(Config)}
+    unknown = sorted(set(d) - set(known))
+    if unknown:
+        raise OneshotError(f"unknown config keys {unknown}; known keys: {', '.join(known)}")
+    defaults = Config()
+    clean = {}
+    for k, v in d.items():
+        want = type(getattr(defaults, k))
+        if want is float and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if not isinstance(v, want) or (want is int and isinstance(v, bool)):
+            raise OneshotError(f"config key {k!r} must be {want.__name__}, got {v!r}")
+        clean[k] = v
+    return Config(**clean)
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
+    """Read a TOML config (or the defaults when path is None) and apply overrides."""
+    base = Config()
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise OneshotError(f"config file {p} not found")
+        try:
+            base = from_dict(tomllib.loads(p.read_text()))
+        except tomllib.TOMLDecodeError as e:
+            raise OneshotError(f"{p}: not valid TOML ({e})") from None
+    return base.with_overrides(list(overrides))

@@ -1,0 +1,381 @@
+"""miniImageNet (Vinyals et al. 2016, split of Ravi & Larochelle 2017) and any image folder,
+decoded once into a uint8 cache and returned as `Split`s (images uint8 [M, C, size, size]).
+
+miniImageNet lives in `<root>/miniimagenet/`; for each split the first of these forms found is read:
+  (a) `<split>/<wnid>/<file>.jpg` or `<split>.zip` holding that tree (the processed release);
+  (b) Ravi's flat `images/<file>.jpg` (or `images.zip`) plus `<split>.csv` (`filename,label`);
+  (c) learn2learn's `mini-imagenet-cache-{train,validation,test}.pkl`.
+All forms give the same `Split` for the same pixels: classes sorted by name, images sorted by
+file name (pickle: by row) within a class. With `strict` the split must have the real structure
+(`STRUCTURE`, 84x84 sources); folder datasets are never held to it.
+
+Pixels: decoded with PIL to RGB (folders: see `load_folder`), stretched to size x size only
+when the source differs (box filter when shrinking, bilinear when growing), stored channels
+first. Normalisation (`Split.mean`, `Split.std`, 0-1 scale) always comes from the training
+split: every k-th training image in the canonical order, k = ceil(M / STATS_SAMPLE), so the
+numbers do not depend on which split was loaded first.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import pickle
+import zipfile
+import zlib
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from .cache import cache_key, cached_arrays, fingerprint
+from .data import Split
+from .errors import DataError
+
+SPLITS = ("train", "val", "test")
+STRUCTURE = {"train": (64, 600), "val": (16, 600), "test": (20, 600)}  # classes, images per class
+NATIVE = 84
+FORMAT = 1  # bump when the decoded layout changes
+STATS_SAMPLE = 4096
+PICKLES = {"train": "train", "val": "validation", "test": "test"}
+GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+JUNK = {"thumbs.db", "desktop.ini", "__macosx"}
+_PICKLE_OK = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"), ("builtins", "bytearray"),
+}
+
+
+def _hidden(name: str) -> bool:
+    return any(p.startswith(".") or p.lower() in JUNK for p in PurePosixPath(name).parts)
+
+
+class _Files:
+    """Files of a folder or a zip, by relative posix name; decoded one at a time."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        if path.is_dir():
+            self._zip = None
+            self.names = sorted(p.relative_to(path).as_posix() for p in path.rglob("*")
+                                if p.is_file() and not _hidden(p.relative_to(path).as_posix()))
+        else:
+            try:
+                self._zip = zipfile.ZipFile(path)
+            except (zipfile.BadZipFile, OSError) as e:
+                raise DataError(f"{path}: not a readable zip archive ({e}); the file is corrupt or truncated") from None
+            self.names = sorted(n for n in self._zip.namelist() if not n.endswith("/") and not _hidden(n))
+
+    def where(self, name: str) -> str:
+        return str(self.path / name) if self._zip is None else f"{self.path}: member {name}"
+
+    def _open(self, name: str) -> Image.Image:
+        try:
+            data = (self.path / name).read_bytes() if self._zip is None else self._zip.read(name)
+            return Image.open(io.BytesIO(data))
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError) as e:
+            if isinstance(e, UnidentifiedImageError):
+                raise DataError(f"{self.where(name)} is not a readable image ({e})") from None
+            raise DataError(f"{self.where(name)}: cannot read ({e}); the file is corrupt or truncated") from None
+
+    def mode(self, name: str) -> str:
+        """The image mode from the header alone."""
+        return self._open(name).mode
+
+    def image(self, name: str) -> Image.Image:
+        im = self._open(name)
+        try:
+            im.load()
+        except (OSError, SyntaxError, ValueError) as e:
+            raise DataError(f"{self.where(name)} is not a readable image ({e})") from None
+        return im
+
+    def close(self) -> None:
+        if self._zip is not None:
+            self._zip.close()
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and numpy arrays only: any other global is refused."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _PICKLE_OK:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return super().find_class(module, name)
+
+
+class _Rows:
+    """learn2learn's pickle: image_data uint8 [N, H, W, 3] and class_dict name -> row indices.
+
+    Pickle can run code on load, so only the user's own file under their data root is read,
+    and through an unpickler that accepts nothing but containers and numpy arrays.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        with open(path, "rb") as f:
+            head = f.read(512).lstrip()
+            if not head:
+                raise DataError(f"{path}: empty file, not a pickle")
+            if head.startswith(b"<"):
+                raise DataError(f"{path}: an HTML page (a failed download?), not a pickle; fetch it again")
+            f.seek(0)
+            try:
+                obj = _SafeUnpickler(f).load()
+            except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
+                raise DataError(f"{path}: not a readable pickle ({type(e).__name__}: {e}); "
+                                f"the file is corrupt or truncated") from None
+        data = obj.get("image_data") if isinstance(obj, dict) else None
+        classes = obj.get("class_dict") if isinstance(obj, dict) else None
+        if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 4 or data.shape[-1] != 3:
+            raise DataError(f"{path}: expected a dict with 'image_data' uint8 [N, H, W, 3]")
+        if not isinstance(classes, dict):
+            raise DataError(f"{path}: expected a dict with 'class_dict' (class name -> row indices)")
+        self.data = data
+        self.classes = {}
+        for name, rows in classes.items():
+            rows = sorted(int(r) for r in rows)
+            if rows and (rows[0] < 0 or rows[-1] >= len(data)):
+                raise DataError(f"{path}: class {name!r} lists rows outside 0..{len(data) - 1}")
+            self.classes[str(name)] = rows
+
+    def where(self, row: int) -> str:
+        return f"{self.path}: row {row}"
+
+    def mode(self, row: int) -> str:
+        return "RGB"
+
+    def image(self, row: int) -> Image.Image:
+        return Image.fromarray(self.data[row])
+
+    def close(self) -> None:
+        pass
+
+
+class _Catalogue:
+    """What one split holds: `classes` sorted, `items[c]` the refs of class c, read from `source`."""
+
+    def __init__(self, source, classes: list[str], items: list[list]):
+        self.source, self.classes, self.items = source, classes, items
+
+    @property
+    def refs(self) -> list:
+        return [r for rs in self.items for r in rs]
+
+    @property
+    def counts(self) -> list[int]:
+        return [len(rs) for rs in self.items]
+
+
+def _decode(source, refs: list, size: int, channels: int, native: int | None, desc: str):
+    """Decode refs into uint8 [M, channels, size, size]; also the source sizes seen.
+
+    With `native`, a source image of another size is refused."""
+    from tqdm import tqdm
+
+    out = np.empty((len(refs), channels, size, size), dtype=np.uint8)
+    seen: set[tuple[int, int]] = set()
+    for i, ref in enumerate(tqdm(refs, desc=desc, unit="img", leave=False)):
+        im = source.image(ref)
+        seen.add(im.size)
+        if native is not None and im.size != (native, native):
+            raise DataError(f"{source.where(ref)} is {im.size[0]}x{im.size[1]}, expected {native}x{native}")
+        im = im.convert("L" if channels == 1 else "RGB")
+        if im.size != (size, size):
+            shrink = size <= min(im.size)
+            im = im.resize((size, size), Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR)
+        a = np.asarray(im, dtype=np.uint8)
+        out[i] = a[None] if channels == 1 else a.transpose(2, 0, 1)
+    return out, sorted(seen)
+
+
+def _stats(images: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std (0-1 scale) of uint8 [M, C, H, W]."""
+    c = images.shape[1]
+    s1, s2, n = np.zeros(c), np.zeros(c), 0
+    for i in range(0, len(images), 256):
+        x = images[i:i + 256].astype(np.float64) / 255
+        s1 += x.sum(axis=(0, 2, 3))
+        s2 += np.square(x).sum(axis=(0, 2, 3))
+        n += x.shape[0] * x.shape[2] * x.shape[3]
+    mean = s1 / max(n, 1)
+    std = np.sqrt(np.maximum(s2 / max(n, 1) - mean ** 2, 0))
+    return mean.tolist(), [float(s) if s > 1e-6 else 1.0 for s in std]
+
+
+def _info(name: str, key: str, train: _Catalogue, size: int, channels: int, native: int | None) -> dict:
+    """Cached {mean, std} from a deterministic subsample of the training split."""
+
+    def build():
+        refs = train.refs
+        stride = max(1, math.ceil(len(refs) / STATS_SAMPLE))
+        imgs, _ = _decode(train.source, refs[::stride], size, channels, native, "training statistics")
+        mean, std = _stats(imgs)
+        return {}, {"mean": mean, "std": std, "stride": stride, "channels": channels}
+
+    return cached_arrays(name, key, build)[1]
+
+
+def _split(name: str, key: str, catalogue, size: int, channels: int, native: int | None,
+           check=None) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Decode a catalogue once into the cache; images uint8 [M, C, s, s] (memory-mapped), labels [M].
+
+    `catalogue` is a `_Catalogue` or a function making one (called only on a cache miss);
+    `check(classes, counts)` runs before decoding."""
+
+    def build():
+        cat = catalogue() if callable(catalogue) else catalogue
+        if check is not None:
+            check(cat.classes, cat.counts)
+        if sum(cat.counts) == 0:
+            raise DataError(f"{cat.source.path}: no images")
+        try:
+            imgs, seen = _decode(cat.source, cat.refs, size, channels, native, f"decoding {name} at {size}x{size}")
+        finally:
+            cat.source.close()
+        labels = np.repeat(np.arange(len(cat.classes)), cat.counts).astype(np.int64)
+        meta = {"classes": cat.classes, "counts": cat.counts, "source_sizes": seen, "size": size}
+        return {"images": imgs, "labels": labels}, meta
+
+    arrays, meta = cached_arrays(name, key, build)
+    images = arrays["images"]
+    if isinstance(images, np.memmap):  # copy-on-write: writeable for torch, still lazy and shared
+        images = np.load(images.filename, mmap_mode="c")
+    return torch.from_numpy(images), torch.from_numpy(np.array(arrays["labels"])), meta
+
+
+# --- miniImageNet -------------------------------------------------------------------------------
+
+
+def _form(folder: Path, split: str) -> tuple[str, list[Path]]:
+    """Which form holds `split` and the files it is made of (for the cache key)."""
+    csv_path = folder / f"{split}.csv"
+    extra = [csv_path] if csv_path.is_file() else []
+    if (folder / split).is_dir():
+        return "tree", [folder / split] + extra
+    if (folder / f"{split}.zip").is_file():
+        return "zip", [folder / f"{split}.zip"] + extra
+    for images in (folder / "images", folder / "images.zip"):
+        if csv_path.is_file() and images.exists():
+            return "ravi", [csv_path, images]
+    pkl = folder / f"mini-imagenet-cache-{PICKLES[split]}.pkl"
+    if pkl.is_file():
+        return "pickle", [pkl]
+    raise DataError(f"miniImageNet split {split!r} not found in {folder}: looked for {split}.zip or {split}/, "
+                    f"images/ with {split}.csv, and {pkl.name}")
+
+
+def _read_csv(path: Path) -> list[tuple[str, str]]:
+    """Rows (filename, label) of a Ravi split file."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{path}: not a readable CSV ({e})") from None
+    if not rows or [c.strip() for c in rows[0]] != ["filename", "label"]:
+        raise DataError(f"{path}: expected the header 'filename,label'")
+    out = []
+    for n, row in enumerate(rows[1:], 2):
+        if len(row) != 2 or not row[0] or not row[1]:
+            raise DataError(f"{path}:{n}: expected 'filename,label', got {','.join(row)!r}")
+        out.append((row[0].strip(), row[1].strip()))
+    return out
+
+
+def _group(source, pairs: list[tuple[str, object, object]]) -> _Catalogue:
+    """Catalogue from (class, sort key, ref) triples."""
+    by_class: dict[str, list] = {}
+    for cls, k, ref in pairs:
+        by_class.setdefault(cls, []).append((k, ref))
+    classes = sorted(by_class)
+    return _Catalogue(source, classes, [[r for _, r in sorted(by_class[c], key=lambda t: t[0])] for c in classes])
+
+
+def _mini_catalogue(folder: Path, split: str, form: str, paths: list[Path], strict: bool) -> _Catalogue:
+    if form == "pickle":
+        rows = _Rows(paths[0])
+        return _Catalogue(rows, sorted(rows.classes), [rows.classes[c] for c in sorted(rows.classes)])
+    if form == "ravi":
+        src = _Files(paths[1])
+        by_file = {PurePosixPath(n).name: n for n in src.names}
+        pairs = []
+        for file, label in _read_csv(paths[0]):
+            if file not in by_file:
+                raise DataError(f"{paths[0]}: {file} (class {label}) has no image in {paths[1]}")
+            pairs.append((label, file, by_file[file]))
+        return _group(src, pairs)
+    src = _Files(paths[0])
+    pairs = []
+    for name in src.names:
+        parts = PurePosixPath(name).parts
+        if form == "zip" and parts[0] == split:
+            parts = parts[1:]
+        if len(parts) != 2:
+            raise DataError(f"{src.where(name)}: unexpected entry; expected {split}/<wnid>/<file>.jpg")
+        pairs.append((parts[0], parts[1], name))
+    cat = _group(src, pairs)
+    if strict and len(paths) > 1:  # the split file must list exactly the images present
+        listed = set(_read_csv(paths[1]))
+        present = {(f, c) for c, rs in zip(cat.classes, cat.items) for f in (PurePosixPath(r).name for r in rs)}
+        if listed != present:
+            diff = sorted(listed - present)[:1] or sorted(present - listed)[:1]
+            side = "listed but missing" if diff[0] in listed else "present but not listed"
+            raise DataError(f"{paths[0]} does not match {paths[1]}: {diff[0][0]} ({diff[0][1]}) is {side}")
+    return cat
+
+
+def _structure(where: Path, split: str):
+    """A check that the split has STRUCTURE[split] classes x images."""
+
+    def check(classes: list[str], counts: list[int]) -> None:
+        n, k = STRUCTURE[split]
+        if len(classes) != n or any(c != k for c in counts):
+            lo, hi = (min(counts), max(counts)) if counts else (0, 0)
+            raise DataError(f"{where}: {split} has {len(classes)} classes of {lo}-{hi} images, expected "
+                            f"{n} classes x {k}; a wrong or incomplete copy of miniImageNet")
+
+    return check
+
+
+def load_miniimagenet(root: Path, split: str, size: int = 84, strict: bool = True) -> Split:
+    """One miniImageNet split from `<root>/miniimagenet`: images uint8 [M, 3, size, size].
+
+    `strict` (default) refuses anything but STRUCTURE[split] classes x images of NATIVE x NATIVE."""
+    if split not in SPLITS:
+        raise DataError(f"miniImageNet has splits {', '.join(SPLITS)}; got {split!r}")
+    _check_size(size)
+    folder = Path(root) / "miniimagenet"
+    if not folder.is_dir():
+        raise DataError(f"miniImageNet not found: no folder {folder} (data root {root}; set it with "
+                        f"--data-root or ONESHOT_DATA)")
+    native = NATIVE if strict else None
+
+    def entry(s: str):
+        form, paths = _form(folder, s)
+        return form, paths, cache_key(FORMAT, size, form, s, fingerprint(paths))
+
+    tform, tpaths, tkey = entry("train")
+    train = _mini_catalogue(folder, "train", tform, tpaths, strict) if split != "train" else None
+    form, paths, key = entry(split)
+    check = _structure(paths[0], split) if strict else None
+    images, labels, meta = _split(f"miniimagenet-{split}-{size}", key,
+                                  lambda: _mini_catalogue(folder, split, form, paths, strict), size, 3, native, check)
+    if strict:  # the entry may have been built without strict
+        check(meta["classes"], meta["counts"])
+        if meta["source_sizes"] != [[NATIVE, NATIVE]]:
+            raise DataError(f"{paths[0]}: images of sizes {meta['source_sizes']}, expected {NATIVE}x{NATIVE}")
+    info = _info(f"miniimagenet-stats-{size}", tkey,
+                 train or _mini_catalogue(folder, "train", tform, tpaths, strict), size, 3, native) \
+        if split != "train" else _info(f"miniimagenet-stats-{size}", tkey,
+                                       _mini_catalogue(folder, "train", tform, tpaths, strict), size, 3, native)
+    return Split(f"miniimagenet/{split}", images, labels, list(meta["classes"]), None, [], None,
+                 tuple(info["mean"]), tuple(info["std"]))
+
+
+def _check_size(size: int) -> None:
+    if not 4 <= size <= 512:
+        raise DataError(f"image size {size} out of range; use 4..512 ({NATIVE} is miniImageNet's native size)")

@@ -1,0 +1,186 @@
+"""One plain training loop: P x K batches, a Siamese encoder, a loss, Adam with cosine decay.
+
+A run directory holds `config.json` (the full resolved config), `run.json` (seed, commit,
+versions, device, wall time, status), `curve.csv` (the training curve), `best.pt` (the best
+validation checkpoint, with its config) and `last.pt` (everything needed to resume).
+Every file is written atomically, so an interrupted run can be resumed or restarted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from . import losses
+from .augment import augment
+from .config import Config, from_dict
+from .data import Split, load_split
+from .encoders import Siamese, build_encoder
+from .losses import KochHead
+from .episodes import generator, sample_batch, sample_episodes
+from .errors import OneshotError
+from .evaluate import embed_split, score_episodes
+from .provenance import atomic_write_text, provenance
+
+LOSSES = ("contrastive", "triplet", "koch", "proto")
+
+
+class TrainingError(OneshotError):
+    """Training cannot go on (a NaN or infinite loss, an incompatible run directory)."""
+
+
+def build_model(cfg: Config, in_channels: int) -> tuple[Siamese, KochHead | None]:
+    """The Siamese encoder of `cfg` (and the Koch head when the loss needs one)."""
+    if cfg.loss not in LOSSES:
+        raise OneshotError(f"unknown loss {cfg.loss!r}; choose one of {', '.join(LOSSES)}")
+    model = Siamese(build_encoder(cfg.encoder, in_channels, cfg.image_size), cfg.normalize)
+    head = None
+    if cfg.loss == "koch":
+        with torch.no_grad():
+            dim = model.eval()(torch.zeros(2, in_channels, cfg.image_size, cfg.image_size)).shape[1]
+        head = KochHead(dim)
+    return model.train(), head
+
+
+def batch_loss(cfg: Config, emb: torch.Tensor, labels: torch.Tensor, head: KochHead | None) -> torch.Tensor:
+    """The configured loss on a P x K batch: emb [P*K, D], labels [P*K] -> scalar."""
+    if cfg.loss == "contrastive":
+        return losses.contrastive(emb, labels, cfg.margin, cfg.distance, cfg.pos_weight)
+    if cfg.loss == "triplet":
+        return losses.triplet(emb, labels, cfg.margin, cfg.distance, cfg.mining)
+    if cfg.loss == "koch":
+        return losses.koch(emb, labels, head)
+    return losses.proto(emb, labels, cfg.batch_shots - 1, "sqeuclidean" if cfg.distance == "euclidean" else cfg.distance)
+
+
+def _save(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def validate(model: Siamese, cfg: Config, val: Split, episodes: torch.Tensor) -> float:
+    """Mean accuracy of nearest support (euclidean) on the fixed validation episodes."""
+    model.eval()
+    emb = embed_split(model, val, device=cfg.device, progress=False)
+    acc = score_episodes(emb, episodes, cfg.val_shots, "nearest-support", "euclidean")
+    model.train()
+    return float(acc.mean())
+
+
+def train(cfg: Config, out: str | Path, data_root=None, resume: bool = True, progress: bool = True) -> Path:
+    """Train `cfg` into run directory `out`; resume from `out/last.pt` when it matches."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_path = out / "config.json"
+    if not resume:
+        for name in ("last.pt", "best.pt", "curve.csv", "run.json"):
+            (out / name).unlink(missing_ok=True)
+    elif cfg_path.exists() and json.loads(cfg_path.read_text()) != cfg.to_dict():
+        raise TrainingError(f"{out} holds a run with a different config; use another --out, "
+                            f"or --restart to overwrite it")
+    atomic_write_text(cfg_path, json.dumps(cfg.to_dict(), indent=2))
+    if (out / "run.json").exists() and resume:
+        status = json.loads((out / "run.json").read_text()).get("status")
+        if status == "finished":
+            return out
+
+    train_split = load_split(cfg.dataset, cfg.protocol, cfg.train_split, data_root, cfg.image_size)
+    val_split = load_split(cfg.dataset, cfg.protocol, cfg.val_split, data_root, cfg.image_size)
+    val_episodes = sample_episodes(val_split, cfg.val_ways, cfg.val_shots, cfg.val_queries,
+                                   cfg.val_episodes, seed=cfg.seed + 1)
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.seed)  # weight initialisation
+        model, head = build_model(cfg, train_split.images.shape[1])
+    params = list(model.parameters()) + (list(head.parameters()) if head is not None else [])
+    model.to(cfg.device)
+    if head is not None:
+        head.to(cfg.device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
+    g = generator(cfg.seed)
+    start, best, curve, elapsed = 0, -1.0, [], 0.0
+    last = out / "last.pt"
+    if resume and last.exists():
+        state = torch.load(last, map_location=cfg.device, weights_only=False)
+        model.load_state_dict(state["model"])
+        if head is not None:
+            head.load_state_dict(state["head"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        g.set_state(state["rng"])
+        start, best, curve, elapsed = state["step"], state["best"], state["curve"], state["elapsed"]
+
+    record = {"status": "running", "seed": cfg.seed, **provenance(cfg.device)}
+    atomic_write_text(out / "run.json", json.dumps(record, indent=2))
+    t0 = time.perf_counter() - elapsed
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=cfg.name,
+               disable=not progress, unit="step")
+    window_t, window_imgs, loss_sum, loss_n = time.perf_counter(), 0, 0.0, 0
+    for step in bar:
+        idx, labels = sample_batch(train_split, cfg.batch_classes, cfg.batch_shots, g)
+        x = augment(train_split.to_float(train_split.images[idx]), cfg.augment, g).to(cfg.device)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        emb = model(x)
+        loss = batch_loss(cfg, emb, labels.to(cfg.device), head)
+        if not torch.isfinite(loss):
+            bar.close()
+            raise TrainingError(f"{cfg.name}: the loss is {loss.item()} at step {step + 1}; stopping "
+                                f"(try a lower lr or a normalised embedding). Resuming restarts from the last validation point.")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        loss_sum, loss_n, window_imgs = loss_sum + loss.item(), loss_n + 1, window_imgs + len(idx)
+        done = step + 1
+        if done % cfg.val_every == 0 or done == cfg.steps:
+            rate = window_imgs / (time.perf_counter() - window_t)
+            acc = validate(model, cfg, val_split, val_episodes)
+            curve.append({"step": done, "loss": loss_sum / loss_n, "val_acc": acc, "images_per_s": rate,
+                          "lr": sched.get_last_lr()[0]})
+            if acc > best:
+                best = acc
+                _save(out / "best.pt", {"config": cfg.to_dict(), "model": model.state_dict(), "step": done,
+                                        "val_acc": acc, "in_channels": train_split.images.shape[1]})
+            _save(last, {"model": model.state_dict(), "head": head.state_dict() if head else None,
+                         "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": g.get_state(),
+                         "step": done, "best": best, "curve": curve, "elapsed": time.perf_counter() - t0})
+            _write_curve(out, curve)
+            bar.set_postfix(loss=f"{loss_sum / loss_n:.4f}", val=f"{acc:.4f}", img_s=f"{rate:.0f}")
+            window_t, window_imgs, loss_sum, loss_n = time.perf_counter(), 0, 0.0, 0
+        elif done % 20 == 0:
+            bar.set_postfix(loss=f"{loss_sum / loss_n:.4f}", img_s=f"{window_imgs / (time.perf_counter() - window_t):.0f}")
+    bar.close()
+    record.update(status="finished", wall_time_s=round(time.perf_counter() - t0, 1), best_val_acc=best,
+                  steps=cfg.steps)
+    atomic_write_text(out / "run.json", json.dumps(record, indent=2))
+    last.unlink(missing_ok=True)
+    return out
+
+
+def _write_curve(out: Path, curve: list[dict]) -> None:
+    cols = ["step", "loss", "val_acc", "images_per_s", "lr"]
+    lines = [",".join(cols)] + [",".join(f"{row[c]:.6g}" for c in cols) for row in curve]
+    atomic_write_text(out / "curve.csv", "\n".join(lines) + "\n")
+
+
+def load_encoder(run_dir: str | Path, device: str = "cpu") -> tuple[Siamese, Config]:
+    """The best checkpoint of a run directory -> (encoder in eval mode, its config)."""
+    path = Path(run_dir) / "best.pt"
+    if not path.exists():
+        raise OneshotError(f"no trained encoder in {run_dir}: {path.name} is missing "
+                           f"(train one with: oneshot train --config ... --out {run_dir})")
+    state = torch.load(path, map_location=device, weights_only=False)
+    cfg = from_dict(state["config"])
+    model, _ = build_model(cfg, state["in_channels"])
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), cfg
