@@ -77,8 +77,8 @@ class _Files:
         try:
             data = (self.path / name).read_bytes() if self._zip is None else self._zip.read(name)
             return Image.open(io.BytesIO(data))
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError) as e:
-            if isinstance(e, UnidentifiedImageError):
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError, Image.DecompressionBombError) as e:
+            if isinstance(e, (UnidentifiedImageError, Image.DecompressionBombError)):
                 raise DataError(f"{self.where(name)} is not a readable image ({e})") from None
             raise DataError(f"{self.where(name)}: cannot read ({e}); the file is corrupt or truncated") from None
 
@@ -90,7 +90,7 @@ class _Files:
         im = self._open(name)
         try:
             im.load()
-        except (OSError, SyntaxError, ValueError) as e:
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             raise DataError(f"{self.where(name)} is not a readable image ({e})") from None
         return im
 
@@ -207,15 +207,23 @@ def _stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     return mean.tolist(), [float(s) if s > 1e-6 else 1.0 for s in std]
 
 
-def _info(name: str, key: str, train: _Catalogue, size: int, channels: int, native: int | None) -> dict:
-    """Cached {mean, std} from a deterministic subsample of the training split."""
+def _info(name: str, key: str, make_train, size: int, channels, native: int | None) -> dict:
+    """Cached {channels, mean, std}; statistics of every k-th training image (see module doc).
+
+    `make_train()` gives the training `_Catalogue`, `channels` is a count or a function giving
+    one; both are called only on a cache miss."""
 
     def build():
+        c = channels() if callable(channels) else channels
+        train = make_train()
         refs = train.refs
         stride = max(1, math.ceil(len(refs) / STATS_SAMPLE))
-        imgs, _ = _decode(train.source, refs[::stride], size, channels, native, "training statistics")
+        try:
+            imgs, _ = _decode(train.source, refs[::stride], size, c, native, "training statistics")
+        finally:
+            train.source.close()
         mean, std = _stats(imgs)
-        return {}, {"mean": mean, "std": std, "stride": stride, "channels": channels}
+        return {}, {"mean": mean, "std": std, "stride": stride, "channels": c}
 
     return cached_arrays(name, key, build)[1]
 
@@ -232,7 +240,8 @@ def _split(name: str, key: str, catalogue, size: int, channels: int, native: int
         if check is not None:
             check(cat.classes, cat.counts)
         if sum(cat.counts) == 0:
-            raise DataError(f"{cat.source.path}: no images")
+            raise DataError(f"{cat.source.path}: no images in the classes of this split "
+                            f"({', '.join(cat.classes[:5])}{', ...' if len(cat.classes) > 5 else ''})")
         try:
             imgs, seen = _decode(cat.source, cat.refs, size, channels, native, f"decoding {name} at {size}x{size}")
         finally:
@@ -353,25 +362,26 @@ def load_miniimagenet(root: Path, split: str, size: int = 84, strict: bool = Tru
         raise DataError(f"miniImageNet not found: no folder {folder} (data root {root}; set it with "
                         f"--data-root or ONESHOT_DATA)")
     native = NATIVE if strict else None
+    prints: dict[Path, list] = {}
 
-    def entry(s: str):
-        form, paths = _form(folder, s)
-        return form, paths, cache_key(FORMAT, size, form, s, fingerprint(paths))
+    def key(s: str, form: str, paths: list[Path]) -> str:
+        return cache_key(FORMAT, size, form, s, [prints.setdefault(p, fingerprint([p])) for p in paths])
 
-    tform, tpaths, tkey = entry("train")
-    train = _mini_catalogue(folder, "train", tform, tpaths, strict) if split != "train" else None
-    form, paths, key = entry(split)
+    try:
+        tform, tpaths = _form(folder, "train")
+    except DataError as e:
+        raise DataError(f"{e}\n(the train split gives the normalisation statistics of every split)") from None
+    info = _info(f"miniimagenet-stats-{size}", key("train", tform, tpaths),
+                 lambda: _mini_catalogue(folder, "train", tform, tpaths, strict), size, 3, native)
+    form, paths = _form(folder, split)
     check = _structure(paths[0], split) if strict else None
-    images, labels, meta = _split(f"miniimagenet-{split}-{size}", key,
-                                  lambda: _mini_catalogue(folder, split, form, paths, strict), size, 3, native, check)
+    images, labels, meta = _split(f"miniimagenet-{split}-{size}", key(split, form, paths),
+                                  lambda: _mini_catalogue(folder, split, form, paths, strict),
+                                  size, 3, native, check)
     if strict:  # the entry may have been built without strict
         check(meta["classes"], meta["counts"])
         if meta["source_sizes"] != [[NATIVE, NATIVE]]:
             raise DataError(f"{paths[0]}: images of sizes {meta['source_sizes']}, expected {NATIVE}x{NATIVE}")
-    info = _info(f"miniimagenet-stats-{size}", tkey,
-                 train or _mini_catalogue(folder, "train", tform, tpaths, strict), size, 3, native) \
-        if split != "train" else _info(f"miniimagenet-stats-{size}", tkey,
-                                       _mini_catalogue(folder, "train", tform, tpaths, strict), size, 3, native)
     return Split(f"miniimagenet/{split}", images, labels, list(meta["classes"]), None, [], None,
                  tuple(info["mean"]), tuple(info["std"]))
 
@@ -379,3 +389,142 @@ def load_miniimagenet(root: Path, split: str, size: int = 84, strict: bool = Tru
 def _check_size(size: int) -> None:
     if not 4 <= size <= 512:
         raise DataError(f"image size {size} out of range; use 4..512 ({NATIVE} is miniImageNet's native size)")
+
+
+# --- image folders ------------------------------------------------------------------------------
+
+
+def assign_splits(classes: list[str], seed: int = 0,
+                  fractions: tuple[float, float, float] = (0.64, 0.16, 0.20)) -> dict[str, list[str]]:
+    """Seeded class split {train, val, test: sorted class names}.
+
+    Sort the names, permute them with `torch.randperm` on a `torch.Generator` seeded by `seed`,
+    and cut the permutation into train, val, test of sizes proportional to `fractions` (largest
+    remainder rounding, ties to the earlier split). With 3 or more classes every split gets at
+    least one class, taken from the largest split."""
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or sum(fractions) <= 0:
+        raise DataError(f"split fractions must be three non-negative numbers (train, val, test); got {fractions}")
+    names, n, total = sorted(classes), len(classes), float(sum(fractions))
+    raw = [f / total * n for f in fractions]
+    sizes = [math.floor(r) for r in raw]
+    for i in sorted(range(3), key=lambda i: (sizes[i] - raw[i], i))[: n - sum(sizes)]:
+        sizes[i] += 1
+    if n >= 3:
+        for i in range(3):
+            if sizes[i] == 0:
+                sizes[max(range(3), key=lambda j: (sizes[j], -j))] -= 1
+                sizes[i] += 1
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    shuffled = [names[i] for i in perm]
+    a, b = sizes[0], sizes[0] + sizes[1]
+    return {"train": sorted(shuffled[:a]), "val": sorted(shuffled[a:b]), "test": sorted(shuffled[b:])}
+
+
+def _layout(path: Path) -> dict[str, list[str]]:
+    """{split folder: class folders}, or {"": class folders} for a tree without split folders."""
+    if not path.is_dir():
+        raise DataError(f"folder dataset {path} not found (or not a folder); expected <class>/<image> "
+                        f"or <split>/<class>/<image>")
+
+    def subdirs(p: Path) -> list[str]:
+        return sorted(d.name for d in p.iterdir() if d.is_dir() and not _hidden(d.name))
+
+    top = subdirs(path)
+    splits = [d for d in top if d in SPLITS]
+    if not splits:
+        return {"": top}
+    other = [d for d in top if d not in SPLITS]
+    if other:
+        raise DataError(f"{path}: mixes split folders ({', '.join(splits)}) with other folders "
+                        f"({', '.join(other[:3])}); use either <split>/<class>/<image> or <class>/<image>")
+    return {s: subdirs(path / s) for s in splits}
+
+
+def _class_files(files: _Files, prefix: str, classes: list[str]) -> dict[str, list[str]]:
+    """Files under `<prefix>/<class>/` (any depth) for each class, sorted."""
+    depth = 1 if prefix else 0
+    out: dict[str, list[str]] = {c: [] for c in classes}
+    for name in files.names:
+        parts = PurePosixPath(name).parts
+        if (not prefix or parts[0] == prefix) and len(parts) > depth + 1 and parts[depth] in out:
+            out[parts[depth]].append(name)
+    return out
+
+
+def _folder_catalogue(path: Path, prefix: str, classes: list[str]) -> _Catalogue:
+    files = _Files(path)
+    by_class = _class_files(files, prefix, classes)
+    return _Catalogue(files, classes, [by_class[c] for c in classes])
+
+
+def _folder_channels(path: Path, layout: dict[str, list[str]]) -> int:
+    """1 if every image of the dataset (all splits) has a greyscale mode, else 3."""
+    files = _Files(path)
+    try:
+        for prefix, classes in layout.items():
+            for names in _class_files(files, prefix, classes).values():
+                if any(files.mode(n) not in GREY_MODES for n in names):
+                    return 3
+        return 1
+    finally:
+        files.close()
+
+
+def load_folder(path: Path, split: str, size: int = 84, seed: int = 0,
+                fractions: tuple[float, float, float] = (0.64, 0.16, 0.20)) -> Split:
+    """One split of an image folder: images uint8 [M, C, size, size], groups None.
+
+    Layout: `<split>/<class>/<image>` (split folders train, val, test) or `<class>/<image>`,
+    whose classes are split by `assign_splits(classes, seed, fractions)`. Images may sit at any
+    depth below their class folder; hidden files, Thumbs.db and desktop.ini are skipped, and any
+    other file that is not a readable image is refused. Any size and mode: C is 1 when every
+    image of the dataset has a greyscale mode (1, L, LA, I, I;16, F), else 3 (converted to RGB;
+    alpha dropped, palette images count as colour); images are stretched to size x size.
+    Classes keep all their images, however few: see `report_small_classes`. Statistics come
+    from the train split (a tree with split folders but no train/ uses the split loaded)."""
+    if split not in SPLITS:
+        raise DataError(f"folder datasets have splits {', '.join(SPLITS)}; got {split!r}")
+    _check_size(size)
+    path = Path(path)
+    layout = _layout(path)
+    if "" in layout:
+        parts = assign_splits(layout[""], seed, fractions)
+        prefix, classes, tprefix, tclasses = "", parts[split], "", parts["train"]
+        if not classes:
+            raise DataError(f"{path}: split {split!r} got no classes ({len(layout[''])} classes in all; "
+                            f"a seeded split needs at least 3)")
+    else:
+        if split not in layout:
+            raise DataError(f"{path}: no {split}/ folder (found {', '.join(sorted(layout))}/)")
+        prefix, classes = split, layout[split]
+        tprefix = "train" if "train" in layout else split
+        tclasses = layout[tprefix]
+        if not classes:
+            raise DataError(f"{path / split}: no class folders")
+    fp = fingerprint([path])
+    info = _info(f"folder-stats-{size}", cache_key(FORMAT, size, "folder", tprefix, tclasses, fp),
+                 lambda: _folder_catalogue(path, tprefix, tclasses), size,
+                 lambda: _folder_channels(path, layout), None)
+    images, labels, meta = _split(f"folder-{split}-{size}",
+                                  cache_key(FORMAT, size, "folder", prefix, classes, fp, info["channels"]),
+                                  lambda: _folder_catalogue(path, prefix, classes), size, info["channels"], None)
+    return Split(f"folder:{path.name}/{split}", images, labels, list(meta["classes"]), None, [], None,
+                 tuple(info["mean"]), tuple(info["std"]))
+
+
+def report_small_classes(split: Split, need: int) -> list[str]:
+    """Names of the classes of `split` with fewer than `need` images (e.g. K shots + Q queries)."""
+    counts = split.class_items()[1]
+    return [name for name, c in zip(split.class_names, counts.tolist()) if c < need]
+
+
+def check(root: Path) -> list[tuple[str, bool, str]]:
+    """(item, ok, detail) for each miniImageNet split under `root`, for `oneshot data check`."""
+    out = []
+    for split in SPLITS:
+        try:
+            s = load_miniimagenet(root, split)
+            out.append((f"miniimagenet {split}", True, f"{s.n_classes} classes, {len(s.labels)} images"))
+        except DataError as e:
+            out.append((f"miniimagenet {split}", False, str(e).splitlines()[0]))
+    return out

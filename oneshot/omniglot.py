@@ -184,8 +184,6 @@ def load_omniglot(root: Path, protocol: str = "vinyals", split: str = "test", si
 
     arrays, meta = _characters(folder, size)
     base = arrays["images"]
-    alphabets = sorted(set(meta["alphabets"]))
-    alpha_id = {a: i for i, a in enumerate(alphabets)}
     if protocol in ("lake", "lake-within"):
         stem = {"train": "images_background", "test": "images_evaluation"}.get(split)
         if stem is None:
@@ -195,6 +193,8 @@ def load_omniglot(root: Path, protocol: str = "vinyals", split: str = "test", si
         rotations = [0] * len(chars)
     else:
         chars, rotations = _vinyals_classes(folder, split, meta)
+    alphabets = sorted({meta["alphabets"][c] for c in chars})
+    alpha_id = {a: i for i, a in enumerate(alphabets)}
     images = torch.from_numpy(np.array(base[chars]))  # [C, 20, s, s]
     for k in (1, 2, 3):
         sel = [i for i, r in enumerate(rotations) if r == k]

@@ -1,0 +1,96 @@
+"""Shared fixtures: a tiny Omniglot built on the fly, the real data root, an isolated cache."""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from oneshot import omniglot
+
+SMALL_SETS = {"images_background": (6, 2), "images_evaluation": (4, 2)}
+
+
+def png(rng: np.random.Generator, size: int = 105) -> bytes:
+    """A one-bit PNG with a random blob of ink (black on white, like Omniglot)."""
+    a = np.ones((size, size), dtype=bool)
+    y, x = rng.integers(10, size - 30, 2)
+    h, w = rng.integers(5, 25, 2)
+    a[y:y + h, x:x + w] = False
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def build_omniglot(root: Path, seed: int = 0) -> Path:
+    """Write a small Omniglot under root/omniglot in the canonical layout; returns the folder.
+
+    images_background: 2 alphabets x 3 characters; images_evaluation: 2 x 2; 20 drawings
+    each; vinyals split files over the rotated characters; all_runs.zip with 20 runs of
+    20 classes (its images are random too)."""
+    rng = np.random.default_rng(seed)
+    folder = root / "omniglot"
+    folder.mkdir(parents=True)
+    gid = 1
+    classes = []
+    for stem, (n_chars, n_alpha) in SMALL_SETS.items():
+        with zipfile.ZipFile(folder / f"{stem}.zip", "w") as z:
+            for a in range(n_alpha):
+                alpha = f"{stem[7:10].title()}_Alphabet_{a}"
+                for c in range(n_chars // n_alpha):
+                    char = f"character{c + 1:02d}"
+                    classes.append(f"{alpha}/{char}")
+                    for d in range(1, 21):
+                        z.writestr(f"{stem}/{alpha}/{char}/{gid:04d}_{d:02d}.png", png(rng))
+                    gid += 1
+    rotated = [f"{c}/rot{r:03d}" for c in classes for r in (0, 90, 180, 270)]
+    split = {"train": rotated[:24], "val": rotated[24:28], "test": rotated[28:], "trainval": rotated[:28]}
+    (folder / "vinyals_split").mkdir()
+    for name, lines in split.items():
+        (folder / "vinyals_split" / f"{name}.txt").write_text("\n".join(lines) + "\n")
+    with zipfile.ZipFile(folder / "all_runs.zip", "w") as z:
+        for r in range(1, 21):
+            perm = rng.permutation(20)
+            lines = []
+            for i in range(20):
+                z.writestr(f"run{r:02d}/training/class{i + 1:02d}.png", png(rng))
+                z.writestr(f"run{r:02d}/test/item{i + 1:02d}.png", png(rng))
+                lines.append(f"run{r:02d}/test/item{i + 1:02d}.png run{r:02d}/training/class{perm[i] + 1:02d}.png")
+            z.writestr(f"run{r:02d}/class_labels.txt", "\n".join(lines) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory) -> str:
+    """$ONESHOT_CACHE when set (CI sets it), else one temporary cache for the whole session."""
+    return os.environ.get("ONESHOT_CACHE") or str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(session_cache, monkeypatch):
+    """Never write into the user's own cache from a test."""
+    monkeypatch.setenv("ONESHOT_CACHE", session_cache)
+
+
+@pytest.fixture
+def small_omniglot(tmp_path, monkeypatch):
+    """A tiny Omniglot data root with the structure checks scaled down to match it."""
+    monkeypatch.setattr(omniglot, "SETS", SMALL_SETS)
+    monkeypatch.setattr(omniglot, "VINYALS_SPLITS", {"train": 24, "val": 4, "test": 12, "trainval": 28})
+    monkeypatch.setenv("ONESHOT_CACHE", str(tmp_path / "cache"))
+    build_omniglot(tmp_path / "data")
+    return tmp_path / "data"
+
+
+@pytest.fixture(scope="session")
+def real_root() -> Path:
+    """The real data root ($ONESHOT_DATA); tests that need it skip when it is absent."""
+    env = os.environ.get("ONESHOT_DATA")
+    if not env or not (Path(env) / "omniglot").is_dir():
+        pytest.skip("real data not available: set ONESHOT_DATA to the folder holding omniglot/")
+    return Path(env)
