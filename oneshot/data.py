@@ -84,7 +84,7 @@ def load_split(
     size: int | None = None,
 ) -> Split:
     """Load one split by name: `omniglot` (protocols vinyals, lake, lake-within, lake-20runs),
-    `miniimagenet`, or `folder:PATH`."""
+    `miniimagenet`, `folder:PATH`, or `l2l:NAME` (learn2learn's files, see `oneshot.l2l`)."""
     if dataset == "omniglot":
         from .omniglot import load_omniglot
 
@@ -97,4 +97,8 @@ def load_split(
         from .miniimagenet import load_folder
 
         return load_folder(Path(dataset[len("folder:"):]).expanduser(), split, size or 84)
-    raise DataError(f"unknown dataset {dataset!r}; choose omniglot, miniimagenet or folder:PATH")
+    if dataset.startswith("l2l:"):
+        from .l2l import load_l2l_split
+
+        return load_l2l_split(dataset[len("l2l:"):], split, data_root(root), size)
+    raise DataError(f"unknown dataset {dataset!r}; choose omniglot, miniimagenet, folder:PATH or l2l:NAME")

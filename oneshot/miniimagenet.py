@@ -12,8 +12,9 @@ file name (pickle: by row) within a class. With `strict` the split must have the
 Pixels: decoded with PIL to RGB (folders: see `load_folder`), stretched to size x size only
 when the source differs (box filter when shrinking, bilinear when growing), stored channels
 first. Normalisation (`Split.mean`, `Split.std`, 0-1 scale) always comes from the training
-split: every k-th training image in the canonical order, k = ceil(M / STATS_SAMPLE), so the
-numbers do not depend on which split was loaded first.
+split, all of it: read from the train split's cache entry when there is one, else decoded
+without being stored; integer sums make both ways give the same numbers, whichever split is
+loaded first.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ SPLITS = ("train", "val", "test")
 STRUCTURE = {"train": (64, 600), "val": (16, 600), "test": (20, 600)}  # classes, images per class
 NATIVE = 84
 FORMAT = 1  # bump when the decoded layout changes
-STATS_SAMPLE = 4096
 PICKLES = {"train": "train", "val": "validation", "test": "test"}
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 JUNK = {"thumbs.db", "desktop.ini", "__macosx"}
@@ -172,82 +172,114 @@ class _Catalogue:
 
 
 def _decode(source, refs: list, size: int, channels: int, native: int | None, desc: str):
-    """Decode refs into uint8 [M, channels, size, size]; also the source sizes seen.
+    """Yield (uint8 [channels, size, size], source (w, h)) for each ref, with a progress bar.
 
     With `native`, a source image of another size is refused."""
     from tqdm import tqdm
 
-    out = np.empty((len(refs), channels, size, size), dtype=np.uint8)
-    seen: set[tuple[int, int]] = set()
-    for i, ref in enumerate(tqdm(refs, desc=desc, unit="img", leave=False)):
+    for ref in tqdm(refs, desc=desc, unit="img", leave=False):
         im = source.image(ref)
-        seen.add(im.size)
         if native is not None and im.size != (native, native):
             raise DataError(f"{source.where(ref)} is {im.size[0]}x{im.size[1]}, expected {native}x{native}")
+        src_size = im.size
         im = im.convert("L" if channels == 1 else "RGB")
         if im.size != (size, size):
             shrink = size <= min(im.size)
             im = im.resize((size, size), Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR)
         a = np.asarray(im, dtype=np.uint8)
-        out[i] = a[None] if channels == 1 else a.transpose(2, 0, 1)
-    return out, sorted(seen)
+        yield (a[None] if channels == 1 else a.transpose(2, 0, 1)), src_size
 
 
-def _stats(images: np.ndarray) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std (0-1 scale) of uint8 [M, C, H, W]."""
-    c = images.shape[1]
-    s1, s2, n = np.zeros(c), np.zeros(c), 0
-    for i in range(0, len(images), 256):
-        x = images[i:i + 256].astype(np.float64) / 255
-        s1 += x.sum(axis=(0, 2, 3))
-        s2 += np.square(x).sum(axis=(0, 2, 3))
-        n += x.shape[0] * x.shape[2] * x.shape[3]
-    mean = s1 / max(n, 1)
-    std = np.sqrt(np.maximum(s2 / max(n, 1) - mean ** 2, 0))
-    return mean.tolist(), [float(s) if s > 1e-6 else 1.0 for s in std]
+class _Moments:
+    """Exact per-channel pixel sums of uint8 batches [B, C, H, W] (integers: order-independent)."""
+
+    def __init__(self, channels: int):
+        self.s1, self.s2, self.n = [0] * channels, [0] * channels, 0
+
+    def add(self, x: np.ndarray) -> None:
+        for i in range(0, len(x), 256):
+            b = x[i:i + 256].astype(np.int64)
+            self.s1 = [t + int(v) for t, v in zip(self.s1, b.sum(axis=(0, 2, 3)))]
+            self.s2 = [t + int(v) for t, v in zip(self.s2, np.square(b).sum(axis=(0, 2, 3)))]
+            self.n += b.shape[0] * b.shape[2] * b.shape[3]
+
+    def result(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std (0-1 scale); a constant channel gets std 1."""
+        n = max(self.n, 1)
+        mean = [s / (n * 255) for s in self.s1]
+        std = [math.sqrt((n * q - s * s) / (n * n * 255 * 255)) for s, q in zip(self.s1, self.s2)]
+        return mean, [v if v > 1e-6 else 1.0 for v in std]
 
 
-def _info(name: str, key: str, make_train, size: int, channels, native: int | None) -> dict:
-    """Cached {channels, mean, std}; statistics of every k-th training image (see module doc).
+class _Absent(Exception):
+    pass
 
-    `make_train()` gives the training `_Catalogue`, `channels` is a count or a function giving
-    one; both are called only on a cache miss."""
+
+def _peek(name: str, key: str) -> dict[str, np.ndarray] | None:
+    """The arrays of an existing cache entry, or None (never builds one)."""
+
+    def absent():
+        raise _Absent
+
+    try:
+        return cached_arrays(name, key, absent)[0]
+    except _Absent:
+        return None
+
+
+def _stats(name: str, key: str, train_entry: tuple[str, str], make_train, size: int, channels: int,
+           native: int | None) -> dict:
+    """Cached {mean, std} of the whole training split: from its cache entry `train_entry`
+    (name, key) when that exists, else by decoding `make_train()` without storing it."""
 
     def build():
-        c = channels() if callable(channels) else channels
-        train = make_train()
-        refs = train.refs
-        stride = max(1, math.ceil(len(refs) / STATS_SAMPLE))
-        try:
-            imgs, _ = _decode(train.source, refs[::stride], size, c, native, "training statistics")
-        finally:
-            train.source.close()
-        mean, std = _stats(imgs)
-        return {}, {"mean": mean, "std": std, "stride": stride, "channels": c}
+        m = _Moments(channels)
+        arrays = _peek(*train_entry)
+        if arrays is not None:
+            m.add(arrays["images"])
+        else:
+            train = make_train()
+            buf = np.empty((256, channels, size, size), dtype=np.uint8)
+            k = 0
+            try:
+                for a, _ in _decode(train.source, train.refs, size, channels, native, "training statistics"):
+                    buf[k], k = a, k + 1
+                    if k == len(buf):
+                        m.add(buf)
+                        k = 0
+            finally:
+                train.source.close()
+            m.add(buf[:k])
+        mean, std = m.result()
+        return {}, {"mean": mean, "std": std, "channels": channels}
 
     return cached_arrays(name, key, build)[1]
 
 
-def _split(name: str, key: str, catalogue, size: int, channels: int, native: int | None,
+def _split(name: str, key: str, make, size: int, channels: int, native: int | None,
            check=None) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """Decode a catalogue once into the cache; images uint8 [M, C, s, s] (memory-mapped), labels [M].
-
-    `catalogue` is a `_Catalogue` or a function making one (called only on a cache miss);
-    `check(classes, counts)` runs before decoding."""
+    """Decode the catalogue `make()` once into the cache entry (name, key); images uint8
+    [M, C, s, s] memory-mapped copy-on-write, labels int64 [M]. `make` runs only on a cache
+    miss, and `check(classes, counts)` before decoding."""
 
     def build():
-        cat = catalogue() if callable(catalogue) else catalogue
+        cat = make()
         if check is not None:
             check(cat.classes, cat.counts)
         if sum(cat.counts) == 0:
             raise DataError(f"{cat.source.path}: no images in the classes of this split "
                             f"({', '.join(cat.classes[:5])}{', ...' if len(cat.classes) > 5 else ''})")
+        imgs = np.empty((sum(cat.counts), channels, size, size), dtype=np.uint8)
+        seen: set[tuple[int, int]] = set()
         try:
-            imgs, seen = _decode(cat.source, cat.refs, size, channels, native, f"decoding {name} at {size}x{size}")
+            for i, (a, src_size) in enumerate(_decode(cat.source, cat.refs, size, channels, native,
+                                                      f"decoding {name} at {size}x{size}")):
+                imgs[i] = a
+                seen.add(src_size)
         finally:
             cat.source.close()
         labels = np.repeat(np.arange(len(cat.classes)), cat.counts).astype(np.int64)
-        meta = {"classes": cat.classes, "counts": cat.counts, "source_sizes": seen, "size": size}
+        meta = {"classes": cat.classes, "counts": cat.counts, "source_sizes": sorted(seen), "size": size}
         return {"images": imgs, "labels": labels}, meta
 
     arrays, meta = cached_arrays(name, key, build)
@@ -365,14 +397,15 @@ def load_miniimagenet(root: Path, split: str, size: int = 84, strict: bool = Tru
     prints: dict[Path, list] = {}
 
     def key(s: str, form: str, paths: list[Path]) -> str:
-        return cache_key(FORMAT, size, form, s, [prints.setdefault(p, fingerprint([p])) for p in paths])
+        for p in paths:
+            if p not in prints:
+                prints[p] = fingerprint([p])
+        return cache_key(FORMAT, size, form, s, [prints[p] for p in paths])
 
     try:
         tform, tpaths = _form(folder, "train")
     except DataError as e:
         raise DataError(f"{e}\n(the train split gives the normalisation statistics of every split)") from None
-    info = _info(f"miniimagenet-stats-{size}", key("train", tform, tpaths),
-                 lambda: _mini_catalogue(folder, "train", tform, tpaths, strict), size, 3, native)
     form, paths = _form(folder, split)
     check = _structure(paths[0], split) if strict else None
     images, labels, meta = _split(f"miniimagenet-{split}-{size}", key(split, form, paths),
@@ -382,8 +415,11 @@ def load_miniimagenet(root: Path, split: str, size: int = 84, strict: bool = Tru
         check(meta["classes"], meta["counts"])
         if meta["source_sizes"] != [[NATIVE, NATIVE]]:
             raise DataError(f"{paths[0]}: images of sizes {meta['source_sizes']}, expected {NATIVE}x{NATIVE}")
+    tkey = key("train", tform, tpaths)
+    stats = _stats(f"miniimagenet-stats-{size}", tkey, (f"miniimagenet-train-{size}", tkey),
+                   lambda: _mini_catalogue(folder, "train", tform, tpaths, strict), size, 3, native)
     return Split(f"miniimagenet/{split}", images, labels, list(meta["classes"]), None, [], None,
-                 tuple(info["mean"]), tuple(info["std"]))
+                 tuple(stats["mean"]), tuple(stats["std"]))
 
 
 def _check_size(size: int) -> None:
@@ -502,14 +538,19 @@ def load_folder(path: Path, split: str, size: int = 84, seed: int = 0,
         if not classes:
             raise DataError(f"{path / split}: no class folders")
     fp = fingerprint([path])
-    info = _info(f"folder-stats-{size}", cache_key(FORMAT, size, "folder", tprefix, tclasses, fp),
-                 lambda: _folder_catalogue(path, tprefix, tclasses), size,
-                 lambda: _folder_channels(path, layout), None)
-    images, labels, meta = _split(f"folder-{split}-{size}",
-                                  cache_key(FORMAT, size, "folder", prefix, classes, fp, info["channels"]),
-                                  lambda: _folder_catalogue(path, prefix, classes), size, info["channels"], None)
+    channels = cached_arrays("folder-channels", cache_key(FORMAT, fp),
+                             lambda: ({}, {"channels": _folder_channels(path, layout)}))[1]["channels"]
+
+    def entry(pfx: str, cls: list[str], part: str) -> tuple[str, str]:
+        return f"folder-{part}-{size}", cache_key(FORMAT, size, "folder", pfx, cls, fp, channels)
+
+    images, labels, meta = _split(*entry(prefix, classes, split), lambda: _folder_catalogue(path, prefix, classes),
+                                  size, channels, None)
+    tentry = entry(tprefix, tclasses, tprefix or "train")
+    stats = _stats(f"folder-stats-{size}", tentry[1], tentry, lambda: _folder_catalogue(path, tprefix, tclasses),
+                   size, channels, None)
     return Split(f"folder:{path.name}/{split}", images, labels, list(meta["classes"]), None, [], None,
-                 tuple(info["mean"]), tuple(info["std"]))
+                 tuple(stats["mean"]), tuple(stats["std"]))
 
 
 def report_small_classes(split: Split, need: int) -> list[str]:

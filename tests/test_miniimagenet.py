@@ -21,7 +21,7 @@ from oneshot.errors import DataError
 SIZES = {"train": 3, "val": 2, "test": 2}  # classes per split in the fake dataset
 PER_CLASS = 5
 NATIVE = 8
-REAL = {"STRUCTURE": mi.STRUCTURE, "NATIVE": mi.NATIVE, "STATS_SAMPLE": mi.STATS_SAMPLE}
+REAL = {"STRUCTURE": mi.STRUCTURE, "NATIVE": mi.NATIVE}
 
 
 @pytest.fixture(autouse=True)
@@ -30,7 +30,6 @@ def small(monkeypatch, tmp_path):
     monkeypatch.setenv("ONESHOT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(mi, "STRUCTURE", {s: (n, PER_CLASS) for s, n in SIZES.items()})
     monkeypatch.setattr(mi, "NATIVE", NATIVE)
-    monkeypatch.setattr(mi, "STATS_SAMPLE", 4)
 
 
 def jpeg(rng, size=NATIVE) -> bytes:
@@ -99,7 +98,17 @@ def write_pickles(folder: Path, data) -> None:
         (folder / f"mini-imagenet-cache-{mi.PICKLES[split]}.pkl").write_bytes(pickled(items))
 
 
-WRITERS = {"zip": write_zips, "tree": write_tree, "ravi": write_ravi, "pickle": write_pickles}
+def write_ravi_zip(folder: Path, data) -> None:
+    folder.mkdir(parents=True)
+    with zipfile.ZipFile(folder / "images.zip", "w") as z:
+        for items in data.values():
+            for _, f, b in items:
+                z.writestr(f"images/{f}", b)
+    write_csvs(folder, data)
+
+
+WRITERS = {"zip": write_zips, "tree": write_tree, "ravi": write_ravi, "ravi-zip": write_ravi_zip,
+           "pickle": write_pickles}
 
 
 @pytest.mark.parametrize("form", list(WRITERS))
@@ -112,7 +121,8 @@ def test_each_form_loads(tmp_path, form):
         assert s.class_names == sorted({w for w, _, _ in data[split]})
         assert s.labels.tolist() == [c for c in range(n) for _ in range(PER_CLASS)]
         assert s.groups is None and len(s.mean) == len(s.std) == 3
-    assert mi._form(tmp_path / "miniimagenet", "val")[0] == form
+    assert mi._form(tmp_path / "miniimagenet", "val")[0] == form.split("-")[0]
+    assert [ok for _, ok, _ in mi.check(tmp_path)] == [True] * 3
 
 
 def test_forms_agree(tmp_path):
@@ -210,16 +220,16 @@ def test_cache(tmp_path, decodes):
     data = fake()
     write_zips(tmp_path / "miniimagenet", data)
     a = mi.load_miniimagenet(tmp_path, "val", size=NATIVE)
-    assert decodes == [4, 10]  # every 4th of 15 training images for statistics, then val
+    assert decodes == [10, 15]  # val, then the training split for statistics (not stored)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         b = mi.load_miniimagenet(tmp_path, "val", size=NATIVE)
-    assert decodes == [4, 10] and torch.equal(a.images, b.images) and a.mean == b.mean
+    assert decodes == [10, 15] and torch.equal(a.images, b.images) and a.mean == b.mean
     b.images[0] = 0  # copy-on-write: the cache entry is untouched
     assert torch.equal(mi.load_miniimagenet(tmp_path, "val", size=NATIVE).images, a.images)
 
     c = mi.load_miniimagenet(tmp_path, "val", size=6)
-    assert decodes[2:] == [4, 10] and c.images.shape[-2:] == (6, 6)
+    assert decodes[2:] == [10, 15] and c.images.shape[-2:] == (6, 6)
 
     w, f, _ = data["val"][0]
     data["val"][0] = (w, f, jpeg(np.random.default_rng(5)))
@@ -231,13 +241,19 @@ def test_cache(tmp_path, decodes):
     assert torch.equal(d.images[1:], a.images[1:]) and d.mean == a.mean
 
 
-def test_statistics_come_from_train(tmp_path):
+def test_statistics_come_from_train(tmp_path, monkeypatch, decodes):
     write_zips(tmp_path / "miniimagenet", fake())
-    splits = {s: mi.load_miniimagenet(tmp_path, s, size=NATIVE) for s in ("val", "train", "test")}
-    assert splits["val"].mean == splits["train"].mean == splits["test"].mean
-    sample = splits["train"].images[::4].double() / 255
-    assert np.allclose(splits["train"].mean, sample.mean(dim=(0, 2, 3)).tolist())
-    assert np.allclose(splits["train"].std, sample.std(dim=(0, 2, 3), unbiased=False).tolist())
+    val_first = [mi.load_miniimagenet(tmp_path, s, size=NATIVE) for s in ("val", "train", "test")]
+    monkeypatch.setenv("ONESHOT_CACHE", str(tmp_path / "cache2"))
+    decodes.clear()
+    train_first = [mi.load_miniimagenet(tmp_path, s, size=NATIVE) for s in ("train", "val", "test")]
+    assert decodes == [15, 10, 10]  # statistics read from the train entry, not decoded again
+    means = {s.mean for s in val_first + train_first}
+    stds = {s.std for s in val_first + train_first}
+    assert len(means) == len(stds) == 1
+    x = train_first[0].images.double() / 255
+    assert np.allclose(train_first[0].mean, x.mean(dim=(0, 2, 3)).tolist(), rtol=0, atol=1e-12)
+    assert np.allclose(train_first[0].std, x.std(dim=(0, 2, 3), unbiased=False).tolist(), rtol=0, atol=1e-12)
 
 
 # --- folders ------------------------------------------------------------------------------------
@@ -354,4 +370,4 @@ def test_real_val(monkeypatch):
     s = mi.load_miniimagenet(root, "val")
     assert s.images.shape == (9600, 3, 84, 84) and s.n_classes == 16
     assert s.class_items()[1].tolist() == [600] * 16
-    assert all(abs(m - r / 255) < 0.01 for m, r in zip(s.mean, (120.10, 114.71, 102.89)))
+    assert all(abs(m * 255 - r) < 0.01 for m, r in zip(s.mean, (120.10, 114.71, 102.89)))  # README

@@ -1,0 +1,205 @@
+"""`make benchmark`: train every configuration of a preset, score each on the same seeded
+test episodes, and write one record per (run, protocol, setting) plus the tables.
+
+A preset is `experiments/presets/<name>.toml`: one or more `[[study]]` blocks, each with a
+`[study.base]` config, `[study.eval]` settings and `[[study.runs]]` (a name and the config
+keys that differ from the base). Finished records are never recomputed, so killing the
+benchmark and starting it again continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .config import Config, from_dict
+from .data import load_split
+from .episodes import sample_episodes
+from .errors import OneshotError
+from .evaluate import embed_split, score_episodes
+from .provenance import atomic_write_text, provenance
+from .stats import summarize
+
+PRESETS = Path(__file__).resolve().parent.parent / "experiments" / "presets"
+
+
+@dataclass
+class Study:
+    name: str
+    runs: list[Config]
+    eval: dict
+
+
+def load_preset(preset: str) -> tuple[dict, list[Study]]:
+    """Read a preset by name (or path) -> (its header, its studies with resolved configs)."""
+    path = Path(preset) if preset.endswith(".toml") else PRESETS / f"{preset}.toml"
+    if not path.is_file():
+        known = sorted(p.stem for p in PRESETS.glob("*.toml"))
+        raise OneshotError(f"no preset {preset!r} ({path}); known presets: {', '.join(known)}")
+    doc = tomllib.loads(path.read_text())
+    studies = []
+    for s in doc.get("study", []):
+        base = s.get("base", {})
+        runs = [from_dict({**base, **r}) for r in s.get("runs", [])]
+        if len({r.name for r in runs}) != len(runs):
+            raise OneshotError(f"{path}: run names must be unique within study {s['name']!r}")
+        ev = {"protocols": [base.get("protocol", "vinyals")], "episodes": 1000, "seed": 2026,
+              "classifiers": ["nearest-support"], "distances": ["euclidean"], **s.get("eval", {})}
+        studies.append(Study(s["name"], runs, ev))
+    return {k: v for k, v in doc.items() if k != "study"} | {"preset": path.stem, "path": str(path)}, studies
+
+
+def settings(ev: dict) -> list[tuple[int, int, int]]:
+    """(ways, shots, queries) of a study's evaluation."""
+    return [tuple(s) for s in ev["settings"]]
+
+
+def record_path(results: Path, study: str, run: str, protocol: str, ways: int, shots: int,
+                classifier: str, distance: str) -> Path:
+    return results / "records" / study / run / f"{protocol}-{ways}w{shots}s-{classifier}-{distance}.json"
+
+
+def _measure_rate(cfg: Config, data_root, steps: int = 8) -> float:
+    """Training images/s of this config's encoder on this machine, from a few real steps."""
+    from .augment import augment
+    from .episodes import generator, sample_batch
+    from .train import batch_loss, build_model
+
+    split = load_split(cfg.dataset, cfg.protocol, cfg.train_split, data_root, cfg.image_size)
+    model, head = build_model(cfg, split.images.shape[1])
+    model.to(cfg.device)
+    if head is not None:
+        head.to(cfg.device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    g = generator(0)
+    t0, n = None, 0
+    for i in range(steps + 2):
+        if i == 2:  # skip warm-up steps
+            t0 = time.perf_counter()
+        idx, labels = sample_batch(split, cfg.batch_classes, cfg.batch_shots, g)
+        x = augment(split.to_float(split.images[idx]), cfg.augment, g).to(cfg.device)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        batch_loss(cfg, model(x), labels.to(cfg.device), head).backward()
+        n += len(idx) if i >= 2 else 0
+    if cfg.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return n / (time.perf_counter() - t0)
+
+
+def plan(studies: list[Study], results: Path, data_root) -> list[tuple[Study, Config, float]]:
+    """Print what will run and an estimate of its time; returns (study, config, est. seconds)."""
+    todo = []
+    rates: dict[tuple, float] = {}
+    for st in studies:
+        for cfg in st.runs:
+            if _run_done(results, st, cfg):
+                continue
+            key = (cfg.dataset, cfg.encoder, cfg.image_size, cfg.batch_classes * cfg.batch_shots, cfg.device)
+            if key not in rates:
+                rates[key] = _measure_rate(cfg, data_root)
+            images = cfg.steps * cfg.batch_classes * cfg.batch_shots
+            todo.append((st, cfg, images / rates[key] * 1.1))  # ~10% for validation and testing
+    total = sum(t for *_, t in todo)
+    n_all = sum(len(st.runs) for st in studies)
+    print(f"plan: {len(todo)} of {n_all} runs to do, about {total / 60:.0f} min "
+          f"(rates measured here: {', '.join(f'{r:.0f} img/s' for r in rates.values()) or 'n/a'})")
+    for st, cfg, t in todo:
+        print(f"  {st.name}/{cfg.name}: {cfg.loss}"
+              f"{' ' + cfg.mining if cfg.loss == 'triplet' else ''} margin={cfg.margin} "
+              f"steps={cfg.steps} ~{t / 60:.1f} min")
+    return todo
+
+
+def _run_done(results: Path, st: Study, cfg: Config) -> bool:
+    paths = _record_paths(results, st, cfg)
+    return all(_valid_record(p, cfg) for p in paths)
+
+
+def _record_paths(results: Path, st: Study, cfg: Config) -> list[Path]:
+    return [record_path(results, st.name, cfg.name, proto, w, s, c, d)
+            for proto in st.eval["protocols"] for (w, s, _) in _settings_for(st, proto)
+            for c in st.eval["classifiers"] for d in st.eval["distances"]]
+
+
+def _settings_for(st: Study, protocol: str) -> list[tuple[int, int, int]]:
+    return [(20, 1, 1)] if protocol == "lake-20runs" else settings(st.eval)
+
+
+def _valid_record(path: Path, cfg: Config) -> bool:
+    try:
+        return json.loads(path.read_text())["config"] == cfg.to_dict()
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def evaluate_run(st: Study, cfg: Config, run_dir: Path, results: Path, data_root, train_record: dict) -> None:
+    """Score a trained run on every protocol and setting of its study; one record each."""
+    from .train import load_encoder
+
+    model, _ = load_encoder(run_dir, cfg.device)
+    for protocol in st.eval["protocols"]:
+        split = load_split(cfg.dataset, protocol, "test", data_root, cfg.image_size)
+        t0 = time.perf_counter()
+        emb = embed_split(model, split, device=cfg.device, progress=False)
+        embed_s = time.perf_counter() - t0
+        for ways, shots, queries in _settings_for(st, protocol):
+            if split.episodes is not None:
+                episodes = split.episodes
+            else:
+                episodes = sample_episodes(split, ways, shots, queries, st.eval["episodes"], st.eval["seed"],
+                                           by_group=protocol == "lake-within")
+            for clf in st.eval["classifiers"]:
+                for dist in st.eval["distances"]:
+                    t1 = time.perf_counter()
+                    acc = score_episodes(emb, episodes, shots, clf, dist)
+                    rec = {
+                        "study": st.name, "run": cfg.name, "dataset": cfg.dataset, "protocol": protocol,
+                        "split": "test", "ways": ways, "shots": shots, "queries": queries,
+                        "episode_seed": st.eval["seed"], "classifier": clf, "distance": dist,
+                        "study_eval": st.eval,
+                        **summarize(acc.numpy()),
+                        "per_episode": [round(a, 6) for a in acc.tolist()],
+                        "config": cfg.to_dict(), "train": train_record,
+                        "eval": {"embed_s": round(embed_s, 2), "score_s": round(time.perf_counter() - t1, 3),
+                                 **provenance(cfg.device)},
+                    }
+                    path = record_path(results, st.name, cfg.name, protocol, ways, shots, clf, dist)
+                    atomic_write_text(path, json.dumps(rec, indent=1) + "\n")
+
+
+def run_benchmark(preset: str, results: Path, data_root=None, runs_dir: Path = Path("runs"),
+                  device: str = "cpu", dry_run: bool = False, progress: bool = True) -> None:
+    """Run (or continue) a preset, then write its tables into `results`."""
+    from .tables import write_tables
+    from .train import train
+
+    header, studies = load_preset(preset)
+    if device != "cpu":
+        for st in studies:
+            st.runs = [c.with_overrides([f"device={device}"]) for c in st.runs]
+    print(f"benchmark preset {header['preset']}: {header.get('description', '')}".rstrip())
+    todo = plan(studies, results, data_root)
+    if dry_run:
+        return
+    t0 = time.perf_counter()
+    for i, (st, cfg, _) in enumerate(todo, 1):
+        print(f"[{i}/{len(todo)}] {st.name}/{cfg.name}", flush=True)
+        run_dir = runs_dir / header["preset"] / st.name / cfg.name
+        train(cfg, run_dir, data_root, progress=progress)
+        train_record = json.loads((run_dir / "run.json").read_text())
+        train_record["curve"] = (run_dir / "curve.csv").read_text()
+        evaluate_run(st, cfg, run_dir, results, data_root, train_record)
+    bench = {"preset": header["preset"], "preset_file": Path(header["path"]).name,
+             "description": header.get("description", ""), "command": f"make benchmark PRESET={header['preset']}",
+             "runs": [f"{st.name}/{c.name}" for st in studies for c in st.runs],
+             "wall_time_s_this_invocation": round(time.perf_counter() - t0, 1), **provenance(device)}
+    atomic_write_text(results / "records" / f"benchmark-{header['preset']}.json", json.dumps(bench, indent=1) + "\n")
+    for path in write_tables(results):
+        print(f"wrote {path}")
