@@ -37,7 +37,7 @@ benchmark: install
 	$(VENV)/bin/oneshot benchmark --preset $(PRESET) --results results
 
 perf: install
-	$(PY) experiments/perf.py
+	@for f in experiments/perf/*.py; do $(PY) $$f || exit 1; done
 
 clean-venv:
 	rm -rf $(VENV)

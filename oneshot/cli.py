@@ -54,7 +54,7 @@ def cmd_eval(args) -> None:
         print(json.dumps(r))
     else:
         print(f"{r['ways']}-way {r['shots']}-shot: {100 * r['mean']:.2f} ± {100 * r['ci95']:.2f} % "
-              f"({r['episodes']} episodes, {r['queries']} queries per class)")
+              f"({r['episodes']} episodes, {r['queries']} {'query' if r['queries'] == 1 else 'queries'} per class)")
 
 
 def cmd_train(args) -> None:

@@ -204,7 +204,7 @@ def margin_plot(df: pd.DataFrame, protocol: str, path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("accuracy % (95% CI)")
     axes[0][-1].legend(fontsize=7)
-    fig.suptitle(f"{d.study.iloc[0]}: accuracy against margin ({protocol}, {clf}, {dist})", fontsize=9)
+    fig.suptitle(f"{d.study.iloc[0]}: accuracy against margin ({protocol}, {clf}, {dist})", fontsize=9, y=1.03)
     _savefig(fig, path)
     plt.close(fig)
 
@@ -248,7 +248,7 @@ def write_tables(results: Path, out: Path | None = None) -> list[Path]:
         for protocol in sorted(sd.protocol.unique()):
             pd_ = sd[sd.protocol == protocol]
             main, bold = main_table(pd_, protocol)
-            q = ", ".join(f"{_col(w, s)}: {qq} queries/class" for w, s, qq in
+            q = ", ".join(f"{_col(w, s)}: {qq} quer{'y' if qq == 1 else 'ies'}/class" for w, s, qq in
                           sorted({(w, s, qq) for w, s, qq in zip(pd_.ways, pd_.shots, pd_.queries)}))
             head = (f"# {study}: {protocol}, test accuracy % (mean ± 95% CI over {pd_.episodes.iloc[0]} episodes; "
                     f"{q})\n\nClassifier: {clf}, distance: {dist}. Each loss at its margin with the best "
