@@ -1,4 +1,4 @@
-"""Encoders (Conv-4, Koch's Siamese convnet, raw pixels) and the Siamese wrapper.
+"""Encoders (Conv-4, ResNet-12, Koch's Siamese convnet, raw pixels) and the Siamese wrapper.
 
 Every encoder maps images [B, C, H, W] to flat embeddings [B, D].
 """
@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ENCODERS = ("conv4", "koch", "pixels")
+ENCODERS = ("conv4", "koch", "pixels", "resnet12")
 
 
 class Conv4(nn.Module):
@@ -42,6 +42,48 @@ class Conv4(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, C, H, W] -> [B, D]."""
         return self.net(x)
+
+
+class ResBlock(nn.Module):
+    """ResNet-12 block: three conv3x3-BN layers (LeakyReLU 0.1 after each, the last one after
+    adding the conv1x1-BN shortcut), then a 2x2 max-pool. [B, c_in, S, S] -> [B, c_out, S // 2, S // 2]."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        layers = []
+        for i, c in enumerate((c_in, c_out, c_out)):
+            layers += [nn.Conv2d(c, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out)]
+            if i < 2:
+                layers.append(nn.LeakyReLU(0.1, inplace=True))
+        self.body = nn.Sequential(*layers)
+        self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
+        self.out = nn.Sequential(nn.LeakyReLU(0.1, inplace=True), nn.MaxPool2d(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.body(x) + self.shortcut(x))
+
+
+class ResNet12(nn.Module):
+    """Few-shot ResNet-12 (Oreshkin et al. 2018, Lee et al. 2019): four `ResBlock`s of widths
+    64-160-320-640, then global average pooling. [B, in_channels, S, S] -> [B, 640] (S >= 16)."""
+
+    WIDTHS = (64, 160, 320, 640)
+
+    def __init__(self, in_channels: int = 3):
+        super().__init__()
+        chans = (in_channels,) + self.WIDTHS
+        self.blocks = nn.Sequential(*(ResBlock(a, b) for a, b in zip(chans, chans[1:])))
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+    def out_dim(self, size: int | None = None) -> int:
+        """Embedding size (640); inputs must be at least 16x16 (four pools)."""
+        if size is not None and size < 16:
+            raise ValueError("ResNet12 needs inputs of at least 16x16")
+        return self.WIDTHS[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, C, H, W] -> [B, 640]."""
+        return self.pool(self.blocks(x))
 
 
 class Koch(nn.Module):
@@ -127,7 +169,7 @@ class Siamese(nn.Module):
 
 
 def build_encoder(name: str, in_channels: int, image_size: int) -> nn.Module:
-    """Encoder by name ("conv4", "koch", "pixels") for in_channels x image_size x image_size."""
+    """Encoder by name (one of ENCODERS) for in_channels x image_size x image_size."""
     if name == "conv4":
         enc = Conv4(in_channels)
         enc.out_dim(image_size)  # raises on inputs too small
@@ -136,4 +178,8 @@ def build_encoder(name: str, in_channels: int, image_size: int) -> nn.Module:
         return Koch(in_channels, image_size)
     if name == "pixels":
         return Pixels(in_channels)
+    if name == "resnet12":
+        enc = ResNet12(in_channels)
+        enc.out_dim(image_size)  # raises on inputs too small
+        return enc
     raise ValueError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODERS)}")

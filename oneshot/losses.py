@@ -18,7 +18,7 @@ from torch import nn
 from oneshot.distances import pairwise
 
 MINING = ("all", "hard", "semihard")
-POS_WEIGHT = ("balanced", "mean")
+POS_WEIGHT = ("balanced", "mean", "active")
 
 
 # ---- reduction: the one place that turns per-pair / per-triplet terms into a scalar ----
@@ -39,12 +39,16 @@ def _reduce(
     """per_pair [n] with same [n] (bool, same class) -> scalar.
 
     "mean": plain mean over all pairs. "balanced": mean over positive pairs + mean over negative
-    pairs; an empty group contributes 0.
+    pairs. "active": mean over positive pairs + mean over the negative pairs with a non-zero
+    term (those still inside the margin), as batch-all does for triplets. An empty group
+    contributes 0.
     """
     if how == "mean":
         return _mean(per_pair, emb)
     if how == "balanced":
         return _mean(per_pair[same], emb) + _mean(per_pair[~same], emb)
+    if how == "active":
+        return _mean(per_pair[same], emb) + _mean(per_pair[~same & (per_pair > 0)], emb)
     raise ValueError(f"unknown pos_weight {how!r}; choose one of {', '.join(POS_WEIGHT)}")
 
 
@@ -69,7 +73,9 @@ def contrastive(
     distance under `metric`: L = (1 - Y) * D^2 / 2 + Y * max(0, margin - D)^2 / 2.
     pos_weight="balanced" (default) returns mean(positive pairs) + mean(negative pairs): a
     P x K batch has only P*K*(K-1)/2 positive pairs among B*(B-1)/2, so a plain mean would be
-    dominated by negatives. pos_weight="mean" is the plain mean over all pairs.
+    dominated by negatives. pos_weight="active" averages the negatives over those still inside
+    the margin only, so easy negatives do not dilute the hard ones. pos_weight="mean" is the
+    plain mean over all pairs.
     """
     i, j, same = _pairs(labels)
     d = pairwise(emb, emb, metric)[i, j]

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from oneshot.encoders import Conv4, Koch, Pixels, Siamese, build_encoder
+from oneshot.encoders import Conv4, Koch, Pixels, ResNet12, Siamese, build_encoder
 
 
 @pytest.mark.parametrize("size, dim", [(28, 64), (84, 1600)])
@@ -71,3 +71,13 @@ def test_siamese_pair_is_one_batch_for_batchnorm():
     x1, x2 = torch.randn(4, 1, 28, 28), torch.randn(4, 1, 28, 28)
     z1, z2 = net.forward_pair(x1, x2)
     torch.testing.assert_close(torch.cat([z1, z2]), net(torch.cat([x1, x2])))
+
+
+def test_resnet12_output_shape():
+    torch.manual_seed(0)
+    enc = build_encoder("resnet12", 3, 84)
+    assert isinstance(enc, ResNet12) and enc.out_dim(84) == 640
+    with torch.no_grad():
+        assert enc.eval()(torch.randn(2, 3, 84, 84)).shape == (2, 640)
+    with pytest.raises(ValueError, match="16x16"):
+        build_encoder("resnet12", 3, 8)

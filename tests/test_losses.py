@@ -52,6 +52,8 @@ def naive_contrastive(emb, labels, margin, metric, pos_weight):
                 pos.append(0.5 * d**2)
             else:
                 neg.append(0.5 * max(0.0, margin - d) ** 2)
+    if pos_weight == "active":
+        return mean(pos) + mean([n for n in neg if n > 0])
     return mean(pos + neg) if pos_weight == "mean" else mean(pos) + mean(neg)
 
 
@@ -115,7 +117,7 @@ def naive_proto(emb, labels, n_support, metric):
 
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
-@pytest.mark.parametrize("pos_weight", ["balanced", "mean"])
+@pytest.mark.parametrize("pos_weight", ["balanced", "mean", "active"])
 def test_contrastive_matches_loop(seed, metric, pos_weight):
     emb, labels = batch(seed)
     expected = naive_contrastive(emb, labels, 1.0, metric, pos_weight)
