@@ -12,8 +12,8 @@ import torch
 
 from .data import Split
 
-# Random keys are drawn in chunks of episodes so memory stays bounded for large E.
-_CHUNK_KEYS = 1 << 24
+# Episodes are drawn in chunks so memory stays bounded for large E.
+_CHUNK_ROWS = 1 << 20
 
 
 def generator(seed: int) -> torch.Generator:
@@ -63,7 +63,7 @@ def sample_episodes(
     table, counts = split.class_items()
     need = n_shot + n_query
     eligible = counts >= need
-    chunk = max(1, _CHUNK_KEYS // max(split.n_classes, n_way * table.shape[1]))
+    chunk = max(1, _CHUNK_ROWS // n_way)
     out = []
     for start in range(0, n_episodes, chunk):
         e = min(chunk, n_episodes - start)
@@ -71,22 +71,47 @@ def sample_episodes(
     return torch.cat(out)
 
 
+def _distinct(sizes: torch.Tensor, n: int, g: torch.Generator) -> torch.Tensor:
+    """n distinct positions per row, uniform without replacement in [0, sizes[r]) -> [R, n].
+
+    Small pools: the n largest of uniform random keys (a uniform random subset). Large pools:
+    a sequential draw, the k-th position uniform over the sizes[r] - k not yet taken, found by
+    shifting a uniform index past the taken ones in increasing order; O(n^2) tensor ops over
+    all rows at once, independent of the pool size.
+    """
+    width = int(sizes.max())
+    if width <= 4 * n:
+        keys = torch.rand(len(sizes), width, generator=g)
+        keys.masked_fill_(torch.arange(width) >= sizes.unsqueeze(1), -1)
+        return keys.topk(n, dim=1).indices
+    chosen = torch.empty(len(sizes), 0, dtype=torch.long)
+    for k in range(n):
+        r = (torch.rand(len(sizes), dtype=torch.float64, generator=g) * (sizes - k)).long()
+        for taken in chosen.sort(dim=1).values.unbind(1):
+            r += (r >= taken).long()
+        chosen = torch.cat([chosen, r.unsqueeze(1)], 1)
+    return chosen
+
+
 def _draw(table, counts, eligible, groups, n_way, need, n_episodes, g):
-    n_classes, max_items = table.shape
-    keys = torch.rand(n_episodes, n_classes, generator=g)
-    if groups is not None:
-        per_group = torch.bincount(groups[eligible], minlength=int(groups.max()) + 1)
+    """Classes (uniform among the eligible, within one group if given), then items."""
+    if groups is None:
+        pool = torch.nonzero(eligible).squeeze(1).unsqueeze(0)  # [1, C_eligible]
+        row = torch.zeros(n_episodes, dtype=torch.long)
+        sizes = torch.full((n_episodes,), pool.shape[1])
+    else:
+        n_groups = int(groups.max()) + 1
+        per_group = torch.bincount(groups[eligible], minlength=n_groups)
+        pool = torch.full((n_groups, int(per_group.max())), -1, dtype=torch.long)
+        for gid in torch.nonzero(per_group).squeeze(1).tolist():
+            members = torch.nonzero(eligible & (groups == gid)).squeeze(1)
+            pool[gid, : len(members)] = members
         ok_groups = torch.nonzero(per_group >= n_way).squeeze(1)
-        pick = ok_groups[torch.randint(len(ok_groups), (n_episodes,), generator=g)]
-        keys.masked_fill_((groups.unsqueeze(0) != pick.unsqueeze(1)) | ~eligible, -1)
-    elif not bool(eligible.all()):
-        keys.masked_fill_(~eligible, -1)
-    classes = keys.topk(n_way, dim=1).indices  # [E, N]; uniform subset of the unmasked classes
-    item_keys = torch.rand(n_episodes, n_way, max_items, generator=g)
-    if bool((counts < max_items).any()):
-        item_keys.masked_fill_(torch.arange(max_items) >= counts[classes].unsqueeze(-1), -1)
-    slots = item_keys.topk(need, dim=2).indices  # [E, N, K+Q]; uniform items, no repeats
-    return table[classes.unsqueeze(-1), slots]
+        row = ok_groups[torch.randint(len(ok_groups), (n_episodes,), generator=g)]
+        sizes = per_group[row]
+    classes = pool[row.unsqueeze(1), _distinct(sizes, n_way, g)]  # [E, N]
+    slots = _distinct(counts[classes].flatten(), need, g).view(n_episodes, n_way, need)
+    return table[classes.unsqueeze(-1), slots]  # [E, N, K+Q]
 
 
 def sample_batch(split: Split, n_classes: int, n_per_class: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

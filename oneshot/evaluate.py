@@ -24,7 +24,7 @@ _CHUNK_FLOATS = 1 << 26
 def embed_split(
     encode: Callable[[torch.Tensor], torch.Tensor],
     split: Split,
-    batch_size: int = 512,
+    batch_size: int = 64,
     device: str | torch.device = "cpu",
     progress: bool = True,
     indices: torch.Tensor | None = None,

@@ -218,7 +218,8 @@ def _mini_imagenet(root: Path, split: str, size: int) -> Split:
                 "mean": xf.mean((0, 2, 3)).tolist(), "std": xf.std((0, 2, 3)).clamp_min(1e-6).tolist()}
         return {"images": x.contiguous().numpy(), "labels": ds.y.astype(np.int64)}, meta
 
-    arrays, meta = cached_arrays(f"l2l-mini-imagenet-{mode}-{size}", cache_key(FORMAT, size, fingerprint([pkl])), build)
+    key = cache_key(FORMAT, size, fingerprint([pkl]))
+    arrays, meta = cached_arrays(f"l2l-mini-imagenet-{mode}-{size}", key, build)
     keep = list(range(len(meta["classes"])))
     return _subset(f"l2l:mini-imagenet/{split}", arrays, keep, meta["classes"], None, [],
                    tuple(meta["mean"]), tuple(meta["std"]))

@@ -18,7 +18,7 @@ from torch import nn
 from oneshot.distances import pairwise
 
 MINING = ("all", "hard", "semihard")
-POS_WEIGHT = ("balanced", "mean", "active")
+POS_WEIGHT = ("balanced", "mean", "active", "hard")
 
 
 # ---- reduction: the one place that turns per-pair / per-triplet terms into a scalar ----
@@ -75,8 +75,18 @@ def contrastive(
     P x K batch has only P*K*(K-1)/2 positive pairs among B*(B-1)/2, so a plain mean would be
     dominated by negatives. pos_weight="active" averages the negatives over those still inside
     the margin only, so easy negatives do not dilute the hard ones. pos_weight="mean" is the
-    plain mean over all pairs.
+    plain mean over all pairs. pos_weight="hard" keeps, per anchor, only its farthest positive
+    and its closest negative (the pairs batch-hard triplet mining would pick): mean over anchors
+    of the positive term + mean over anchors of the negative term.
     """
+    if pos_weight == "hard":
+        d = pairwise(emb, emb, metric)
+        same = labels.unsqueeze(0) == labels.unsqueeze(1)
+        pos = same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+        has_pos, has_neg = pos.any(1), (~same).any(1)
+        hardest_pos = d.masked_fill(~pos, float("-inf")).amax(1)[has_pos]
+        hardest_neg = d.masked_fill(same, float("inf")).amin(1)[has_neg]
+        return _mean(0.5 * hardest_pos.pow(2), emb) + _mean(0.5 * F.relu(margin - hardest_neg).pow(2), emb)
     i, j, same = _pairs(labels)
     d = pairwise(emb, emb, metric)[i, j]
     per_pair = torch.where(same, 0.5 * d.pow(2), 0.5 * F.relu(margin - d).pow(2))

@@ -18,7 +18,8 @@ import pandas as pd
 from .provenance import atomic_write_text
 from .stats import holm, paired
 
-FAMILY_NAMES = {"contrastive": "Contrastive", "triplet-hard": "Triplet, batch-hard",
+FAMILY_NAMES = {"contrastive-hard": "Contrastive, hardest pairs", "contrastive-active": "Contrastive, active pairs",
+                "contrastive-balanced": "Contrastive, all pairs", "contrastive-mean": "Contrastive, all pairs (plain mean)", "triplet-hard": "Triplet, batch-hard",
                 "triplet-semihard": "Triplet, semi-hard", "triplet-all": "Triplet, batch-all",
                 "koch": "Koch BCE (Siamese)", "proto": "Prototypical"}
 
@@ -42,7 +43,12 @@ PUBLISHED = {
 
 
 def family(cfg: dict) -> str:
-    return f"triplet-{cfg['mining']}" if cfg["loss"] == "triplet" else cfg["loss"]
+    """The loss as a table row: triplet by mining, contrastive by pair weighting."""
+    if cfg["loss"] == "triplet":
+        return f"triplet-{cfg['mining']}"
+    if cfg["loss"] == "contrastive":
+        return f"contrastive-{cfg['pos_weight']}"
+    return cfg["loss"]
 
 
 def has_margin(cfg: dict) -> bool:

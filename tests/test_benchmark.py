@@ -77,7 +77,7 @@ def test_records_tables_and_byte_for_byte_regeneration(small_omniglot, tmp_path,
         assert (results / "tiny" / name).is_file(), name
     main_md = (results / "tiny" / "main-vinyals.md").read_text()
     assert "ProtoNet (published" in main_md and main_md.count("**") >= 4
-    assert "| Contrastive |" in main_md and "| Prototypical | – |" in main_md
+    assert "| Contrastive, all pairs |" in main_md and "| Prototypical | – |" in main_md
     assert "make benchmark PRESET=tiny" in (results / "README.md").read_text()
 
     regen = tmp_path / "regen"

@@ -39,7 +39,7 @@ def test_same_seed_same_episodes_other_seed_differs():
 def test_known_first_episode_is_stable_across_machines():
     # The CPU generator is specified by seed: pin a fingerprint so silent changes are caught.
     ep = sample_episodes(toy_split(), 3, 1, 1, 2, seed=0)
-    assert ep.tolist() == [[[529, 535], [421, 422], [140, 153]], [[434, 439], [22, 20], [152, 150]]]
+    assert ep.tolist() == [[[583, 587], [267, 272], [391, 389]], [[425, 429], [549, 547], [463, 464]]]
 
 
 def test_classes_and_items_are_uniform():
@@ -105,3 +105,20 @@ def test_training_batches_are_p_by_k_distinct_classes():
     assert not torch.equal(idx, idx2), "the generator advances"
     with pytest.raises(ValueError, match="impossible"):
         sample_batch(s, 31, 2, g)
+
+
+@pytest.mark.parametrize("pool, n", [(6, 3), (50, 3)])  # the random-keys and the sequential regime
+def test_distinct_draw_is_uniform_and_without_replacement(pool, n):
+    from oneshot.episodes import _distinct
+
+    sizes = torch.tensor([pool] * 20000 + [n + 1] * 100)
+    pos = _distinct(sizes, n, generator(4))
+    assert pos.shape == (20100, n)
+    assert all(len(set(r)) == n for r in pos.tolist())
+    assert (pos < sizes.unsqueeze(1)).all() and (pos >= 0).all()
+    counts = np.bincount(pos[:20000].flatten().numpy(), minlength=pool)
+    assert stats.chisquare(counts).pvalue > 1e-3
+    # ordered pairs (first, second) are uniform too, not just the marginals
+    pairs = np.bincount((pos[:20000, 0] * pool + pos[:20000, 1]).numpy(), minlength=pool * pool)
+    off_diagonal = np.delete(pairs, np.arange(pool) * (pool + 1))
+    assert stats.chisquare(off_diagonal).pvalue > 1e-3

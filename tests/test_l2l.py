@@ -27,7 +27,8 @@ def grid_split(n_classes: int = 30, n_items: int = 20, counts: list[int] | None 
     """A split of tiny random images [M, 1, 4, 4]; class c has counts[c] (default n_items) items."""
     counts = counts or [n_items] * n_classes
     labels = torch.arange(len(counts)).repeat_interleave(torch.tensor(counts))
-    images = torch.randint(0, 256, (len(labels), 1, 4, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (len(labels), 1, 4, 4), dtype=torch.uint8, generator=g)
     return Split("grid", images, labels, [f"c{i}" for i in range(len(counts))])
 
 

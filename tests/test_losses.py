@@ -43,6 +43,17 @@ def assert_connected_zero_or_finite(emb, loss):
 # ---- naive references ----
 
 def naive_contrastive(emb, labels, margin, metric, pos_weight):
+    if pos_weight == "hard":
+        b = len(labels)
+        hp, hn = [], []
+        for a in range(b):
+            dp = [dist(emb, a, p, metric) for p in range(b) if p != a and labels[p] == labels[a]]
+            dn = [dist(emb, a, n, metric) for n in range(b) if labels[n] != labels[a]]
+            if dp:
+                hp.append(0.5 * max(dp) ** 2)
+            if dn:
+                hn.append(0.5 * max(0.0, margin - min(dn)) ** 2)
+        return mean(hp) + mean(hn)
     pos, neg = [], []
     b = len(labels)
     for i in range(b):
@@ -117,7 +128,7 @@ def naive_proto(emb, labels, n_support, metric):
 
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
-@pytest.mark.parametrize("pos_weight", ["balanced", "mean", "active"])
+@pytest.mark.parametrize("pos_weight", ["balanced", "mean", "active", "hard"])
 def test_contrastive_matches_loop(seed, metric, pos_weight):
     emb, labels = batch(seed)
     expected = naive_contrastive(emb, labels, 1.0, metric, pos_weight)

@@ -143,7 +143,8 @@ def main() -> None:
         raw, th_r = at_best_threads(ours_rate(split, n, k, q), 1_000, args.ours_episodes, args.threads)
         print(f"oneshot sampler + gather, {name}: {ours:,.0f} episodes/s ({args.ours_episodes:,} episodes, "
               f"{th_o} thread(s))")
-        print(f"learn2learn TaskDataset, {name}: {theirs:,.0f} episodes/s ({args.l2l_tasks:,} tasks, {th_l} thread(s))")
+        print(f"learn2learn TaskDataset, {name}: {theirs:,.0f} episodes/s ({args.l2l_tasks:,} tasks, "
+              f"{th_l} thread(s))")
         print(f"oneshot sampler + gather from uint8 + to_float, {name}: {raw:,.0f} episodes/s ({th_r} thread(s))")
         ratios.append(f"sampler vs learn2learn, {name}: {ours / theirs:.1f}x")
 
