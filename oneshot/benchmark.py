@@ -111,9 +111,9 @@ def plan(studies: list[Study], results: Path, data_root) -> list[tuple[Study, Co
     print(f"plan: {len(todo)} of {n_all} runs to do, about {total / 60:.0f} min "
           f"(rates measured here: {', '.join(f'{r:.0f} img/s' for r in rates.values()) or 'n/a'})")
     for st, cfg, t in todo:
-        print(f"  {st.name}/{cfg.name}: {cfg.loss}"
-              f"{' ' + cfg.mining if cfg.loss == 'triplet' else ''} margin={cfg.margin} "
-              f"steps={cfg.steps} ~{t / 60:.1f} min")
+        what = {"triplet": f"triplet {cfg.mining} margin={cfg.margin}",
+                "contrastive": f"contrastive {cfg.pos_weight} margin={cfg.margin}"}.get(cfg.loss, cfg.loss)
+        print(f"  {st.name}/{cfg.name}: {what}, {cfg.steps} steps, ~{t / 60:.1f} min")
     return todo
 
 

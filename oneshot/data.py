@@ -94,7 +94,7 @@ def load_split(
 
         return load_miniimagenet(data_root(root), split, size or 84)
     if dataset.startswith("folder:"):
-        from .miniimagenet import load_folder
+        from .imagefolder import load_folder
 
         return load_folder(Path(dataset[len("folder:"):]).expanduser(), split, size or 84)
     if dataset.startswith("l2l:"):

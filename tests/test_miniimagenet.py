@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+from oneshot import imagefolder as imf
 from oneshot import miniimagenet as mi
 from oneshot.errors import DataError
 
@@ -206,13 +207,13 @@ def test_broken_files_refused(tmp_path, kind):
 def decodes(monkeypatch):
     """Counts images decoded by the shared decoder."""
     calls = []
-    real = mi._decode
+    real = imf._decode
 
     def counting(source, refs, *a, **k):
         calls.append(len(refs))
         return real(source, refs, *a, **k)
 
-    monkeypatch.setattr(mi, "_decode", counting)
+    monkeypatch.setattr(imf, "_decode", counting)
     return calls
 
 
@@ -274,26 +275,26 @@ def flat_tree(root: Path, n_classes=6, mode="RGB", counts=None) -> None:
 
 def test_assign_splits():
     names = [f"c{i:03d}" for i in range(100)]
-    parts = mi.assign_splits(names, seed=0)
+    parts = imf.assign_splits(names, seed=0)
     assert [len(parts[s]) for s in mi.SPLITS] == [64, 16, 20]
     assert sorted(sum(parts.values(), [])) == names
-    assert parts == mi.assign_splits(list(reversed(names)), seed=0)
-    assert parts != mi.assign_splits(names, seed=1)
-    assert [len(mi.assign_splits(names[:n])[s]) for n in (3, 4) for s in mi.SPLITS] == [1, 1, 1, 2, 1, 1]
+    assert parts == imf.assign_splits(list(reversed(names)), seed=0)
+    assert parts != imf.assign_splits(names, seed=1)
+    assert [len(imf.assign_splits(names[:n])[s]) for n in (3, 4) for s in mi.SPLITS] == [1, 1, 1, 2, 1, 1]
 
 
 def test_folder_seeded_split(tmp_path):
     flat_tree(tmp_path / "ds", n_classes=7)
     (tmp_path / "ds" / "README.txt").write_text("top-level files are ignored")
-    a = {s: mi.load_folder(tmp_path / "ds", s, size=16) for s in mi.SPLITS}
+    a = {s: imf.load_folder(tmp_path / "ds", s, size=16) for s in mi.SPLITS}
     names = [set(a[s].class_names) for s in mi.SPLITS]
     assert all(names) and set.union(*names) == {f"class{c}" for c in range(7)}
     assert sum(len(n) for n in names) == 7
     assert a["train"].images.shape == (3 * len(names[0]), 3, 16, 16)
     assert a["val"].mean == a["train"].mean and a["train"].groups is None
-    b = mi.load_folder(tmp_path / "ds", "val", size=16)
+    b = imf.load_folder(tmp_path / "ds", "val", size=16)
     assert b.class_names == a["val"].class_names and torch.equal(b.images, a["val"].images)
-    assert mi.assign_splits([f"class{c}" for c in range(7)], 0)["val"] == a["val"].class_names
+    assert imf.assign_splits([f"class{c}" for c in range(7)], 0)["val"] == a["val"].class_names
 
 
 def test_folder_split_folders(tmp_path):
@@ -301,22 +302,22 @@ def test_folder_split_folders(tmp_path):
         for c in classes:
             for i in range(2):
                 image(tmp_path / "ds" / split / c / "sub" / f"{i}.jpg", "RGB", (30, 20), seed=i)
-    s = mi.load_folder(tmp_path / "ds", "test", size=12)
+    s = imf.load_folder(tmp_path / "ds", "test", size=12)
     assert s.class_names == ["d", "e"] and s.labels.tolist() == [0, 0, 1, 1]
     assert s.images.shape == (4, 3, 12, 12)
-    assert s.mean == mi.load_folder(tmp_path / "ds", "train", size=12).mean
+    assert s.mean == imf.load_folder(tmp_path / "ds", "train", size=12).mean
     image(tmp_path / "ds" / "dogs" / "x.png", "RGB", (5, 5))
     with pytest.raises(DataError, match="mixes split folders"):
-        mi.load_folder(tmp_path / "ds", "test", size=12)
+        imf.load_folder(tmp_path / "ds", "test", size=12)
 
 
 def test_folder_channels(tmp_path):
     flat_tree(tmp_path / "grey", mode="L")
-    g = mi.load_folder(tmp_path / "grey", "train", size=8)
+    g = imf.load_folder(tmp_path / "grey", "train", size=8)
     assert g.images.shape[1] == 1 and len(g.mean) == 1
     flat_tree(tmp_path / "mixed", mode="L")
     image(tmp_path / "mixed" / "class5" / "colour.png", "RGB", (9, 9))
-    m = mi.load_folder(tmp_path / "mixed", "train", size=8)
+    m = imf.load_folder(tmp_path / "mixed", "train", size=8)
     assert m.images.shape[1] == 3 and len(m.mean) == 3
     grey = m.images[m.labels == 0]
     assert torch.equal(grey[:, 0], grey[:, 1]) and torch.equal(grey[:, 0], grey[:, 2])
@@ -325,13 +326,13 @@ def test_folder_channels(tmp_path):
 def test_folder_small_classes(tmp_path):
     flat_tree(tmp_path / "ds", n_classes=4, counts={0: 1, 1: 4, 2: 2})
     (tmp_path / "ds" / "empty").mkdir()
-    parts = mi.assign_splits(["class0", "class1", "class2", "class3", "empty"])
+    parts = imf.assign_splits(["class0", "class1", "class2", "class3", "empty"])
     assert ["empty"] not in parts.values()  # a split of empty classes only is refused
     small = []
     for split in mi.SPLITS:
-        s = mi.load_folder(tmp_path / "ds", split, size=8)
+        s = imf.load_folder(tmp_path / "ds", split, size=8)
         assert s.class_names == parts[split]
-        small += mi.report_small_classes(s, need=3)
+        small += imf.report_small_classes(s, need=3)
     assert sorted(small) == ["class0", "class2", "empty"]
     (tmp_path / "ds" / "class3" / "img0.png").unlink()
     for c in (0, 1, 2):
@@ -339,7 +340,7 @@ def test_folder_small_classes(tmp_path):
             f.unlink()
     with pytest.raises(DataError, match="no images in the classes of this split"):
         for split in mi.SPLITS:
-            mi.load_folder(tmp_path / "ds", split, size=8)
+            imf.load_folder(tmp_path / "ds", split, size=8)
 
 
 def test_folder_unreadable(tmp_path):
@@ -347,9 +348,9 @@ def test_folder_unreadable(tmp_path):
     (tmp_path / "ds" / "class2" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     with pytest.raises(DataError, match=r"class2/broken\.jpg is not a readable image"):
         for split in mi.SPLITS:
-            mi.load_folder(tmp_path / "ds", split, size=8)
+            imf.load_folder(tmp_path / "ds", split, size=8)
     with pytest.raises(DataError, match="not found"):
-        mi.load_folder(tmp_path / "nowhere", "train")
+        imf.load_folder(tmp_path / "nowhere", "train")
 
 
 def test_load_split_dispatch(tmp_path):
