@@ -174,6 +174,19 @@ def evaluate_run(st: Study, cfg: Config, run_dir: Path, results: Path, data_root
                     atomic_write_text(path, json.dumps(rec, indent=1) + "\n")
 
 
+def ensure_data(dataset: str, data_root=None) -> None:
+    """Fetch a dataset that is missing from the data root, when it can be fetched."""
+    from .data import data_root as resolve
+
+    root = resolve(data_root)
+    if dataset == "omniglot" and not (root / "omniglot").is_dir():
+        from .fetch import fetch
+
+        print(f"Omniglot not found under {root}; fetching it")
+        root.mkdir(parents=True, exist_ok=True)
+        fetch("omniglot", root)
+
+
 def run_benchmark(preset: str, results: Path, data_root=None, runs_dir: Path = Path("runs"),
                   device: str = "cpu", dry_run: bool = False, progress: bool = True) -> None:
     """Run (or continue) a preset, then write its tables into `results`."""
@@ -181,6 +194,8 @@ def run_benchmark(preset: str, results: Path, data_root=None, runs_dir: Path = P
     from .train import train
 
     header, studies = load_preset(preset)
+    for dataset in sorted({c.dataset for st in studies for c in st.runs}):
+        ensure_data(dataset, data_root)
     if device != "cpu":
         for st in studies:
             st.runs = [c.with_overrides([f"device={device}"]) for c in st.runs]

@@ -19,7 +19,7 @@ class Config:
     dataset: str = "omniglot"
     protocol: str = "vinyals"
     train_split: str = "train"
-    val_split: str = "val"
+    val_split: str = "val"           # "none": no validation, keep the last checkpoint
     image_size: int = 28
     encoder: str = "conv4"
     normalize: bool = True          # L2-normalise embeddings (distances in [0, 2])

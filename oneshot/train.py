@@ -92,9 +92,11 @@ def train(cfg: Config, out: str | Path, data_root=None, resume: bool = True, pro
             return out
 
     train_split = load_split(cfg.dataset, cfg.protocol, cfg.train_split, data_root, cfg.image_size)
-    val_split = load_split(cfg.dataset, cfg.protocol, cfg.val_split, data_root, cfg.image_size)
-    val_episodes = sample_episodes(val_split, cfg.val_ways, cfg.val_shots, cfg.val_queries,
-                                   cfg.val_episodes, seed=cfg.seed + 1)
+    val_split = val_episodes = None
+    if cfg.val_split != "none":  # "none": no validation split; the last checkpoint is kept
+        val_split = load_split(cfg.dataset, cfg.protocol, cfg.val_split, data_root, cfg.image_size)
+        val_episodes = sample_episodes(val_split, cfg.val_ways, cfg.val_shots, cfg.val_queries,
+                                       cfg.val_episodes, seed=cfg.seed + 1)
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)  # weight initialisation
         model, head = build_model(cfg, train_split.images.shape[1])
@@ -144,10 +146,10 @@ def train(cfg: Config, out: str | Path, data_root=None, resume: bool = True, pro
         done = step + 1
         if done % cfg.val_every == 0 or done == cfg.steps:
             rate = window_imgs / (time.perf_counter() - window_t)
-            acc = validate(model, cfg, val_split, val_episodes)
+            acc = validate(model, cfg, val_split, val_episodes) if val_split is not None else math.nan
             curve.append({"step": done, "loss": loss_sum / loss_n, "val_acc": acc, "images_per_s": rate,
                           "lr": sched.get_last_lr()[0]})
-            if acc > best:
+            if acc > best or val_split is None:
                 best = acc
                 _save(out / "best.pt", {"config": cfg.to_dict(), "model": model.state_dict(), "step": done,
                                         "val_acc": acc, "in_channels": train_split.images.shape[1]})

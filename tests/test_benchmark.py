@@ -148,3 +148,15 @@ def test_smoke_preset_end_to_end_on_real_data(real_root, tmp_path):
     assert "5w1s" in main_md and "20w1s" in main_md
     rec = json.loads(next((tmp_path / "results" / "records").glob("omniglot-smoke/proto/vinyals-5w1s-*.json")).read_text())
     assert rec["episodes"] == 100 and rec["train"]["status"] == "finished"
+
+
+def test_missing_omniglot_is_fetched_present_is_not(tmp_path, monkeypatch):
+    import oneshot.fetch
+
+    calls = []
+    monkeypatch.setattr(oneshot.fetch, "fetch", lambda name, root, **k: calls.append((name, root)))
+    bm.ensure_data("omniglot", tmp_path / "fresh")
+    assert calls == [("omniglot", tmp_path / "fresh")]
+    (tmp_path / "have" / "omniglot").mkdir(parents=True)
+    bm.ensure_data("omniglot", tmp_path / "have")
+    assert len(calls) == 1

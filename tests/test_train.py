@@ -104,3 +104,10 @@ def test_train_then_eval_from_the_command_line(small_omniglot, tmp_path, capsys)
                  "--queries", "3", "--episodes", "10", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["encoder"] == str(out) and len(r["per_episode"]) == 10
+
+
+def test_training_without_a_validation_split_keeps_the_last_checkpoint(small_omniglot, tmp_path):
+    out = train(tiny(protocol="lake", val_split="none"), tmp_path / "lake", small_omniglot, progress=False)
+    best = torch.load(out / "best.pt", weights_only=False)
+    assert best["step"] == 6
+    assert (out / "curve.csv").read_text().splitlines()[-1].split(",")[2] == "nan"
