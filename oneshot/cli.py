@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="evaluate an encoder on seeded test episodes")
     common(e)
-    e.add_argument("--dataset", default="omniglot", help="omniglot, miniimagenet or folder:PATH")
+    e.add_argument("--dataset", default="omniglot", help="omniglot, miniimagenet, folder:PATH or l2l:NAME")
     e.add_argument("--protocol", default="vinyals", help="omniglot: vinyals, lake, lake-within, lake-20runs")
     e.add_argument("--split", default="test")
     e.add_argument("--ways", type=int, default=5)
