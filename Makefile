@@ -21,7 +21,6 @@ INSTALL_PINS := "torch==2.14.1" "torchvision==0.29.1" "numpy<2" "pandas>=2,<3"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --upgrade pip wheel
 	$(PY) -m pip install $(INSTALL_PINS) scipy tqdm pillow matplotlib pytest \
 		"learn2learn==0.2.0" -C--build-option=build_ext
 	$(PY) -m pip install --no-deps -e .
