@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PRESET ?= default
+# The smoke preset's numbers mean nothing: keep them out of the committed results/.
+RESULTS ?= $(if $(filter smoke,$(PRESET)),build/smoke-results,results)
 
 # Use the shared data copy when it exists and the user set no data root.
 ifeq ($(ONESHOT_DATA),)
@@ -33,7 +35,7 @@ test: install
 	$(PY) -m pytest -q
 
 benchmark: install
-	$(VENV)/bin/oneshot benchmark --preset $(PRESET) --results results
+	$(VENV)/bin/oneshot benchmark --preset $(PRESET) --results $(RESULTS)
 
 perf: install
 	@for f in experiments/perf/*.py; do $(PY) $$f || exit 1; done
