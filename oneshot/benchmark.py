@@ -66,28 +66,19 @@ def record_path(results: Path, study: str, run: str, protocol: str, ways: int, s
 
 def _measure_rate(cfg: Config, data_root, steps: int = 4) -> float:
     """Training images/s of this config's encoder on this machine, from a few real steps."""
-    from .augment import augment
-    from .episodes import generator, sample_batch
-    from .train import batch_loss, build_model
+    from .episodes import generator
+    from .train import build_model, place, step_loss
 
     split = load_split(cfg.dataset, cfg.protocol, cfg.train_split, data_root, cfg.image_size)
     model, head = build_model(cfg, split.images.shape[1])
-    model.to(cfg.device)
-    if head is not None:
-        head.to(cfg.device)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
+    place(cfg, model, head)
     g = generator(0)
-    t0, n = None, 0
-    for i in range(steps + 1):
-        if i == 1:  # the first step pays one-time set-up costs
-            t0 = time.perf_counter()
-        idx, labels = sample_batch(split, cfg.batch_classes, cfg.batch_shots, g)
-        x = augment(split.to_float(split.images[idx]), cfg.augment, g).to(cfg.device)
-        if cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        batch_loss(cfg, model(x), labels.to(cfg.device), head).backward()
-        n += len(idx) if i >= 1 else 0
+    step_loss(cfg, split, model, head, g)[0].backward()  # the first step pays one-time set-up costs
+    t0, n = time.perf_counter(), 0
+    for _ in range(steps):
+        loss, n_images = step_loss(cfg, split, model, head, g)
+        loss.backward()
+        n += n_images
     if cfg.device.startswith("cuda"):
         torch.cuda.synchronize()
     return n / (time.perf_counter() - t0)

@@ -59,6 +59,25 @@ def batch_loss(cfg: Config, emb: torch.Tensor, labels: torch.Tensor, head: KochH
     return losses.proto(emb, labels, cfg.batch_shots - 1, "sqeuclidean" if cfg.distance == "euclidean" else cfg.distance)
 
 
+def place(cfg: Config, model: Siamese, head: KochHead | None) -> None:
+    """Move the model (and head) to the configured device and memory layout."""
+    model.to(cfg.device)
+    if head is not None:
+        head.to(cfg.device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+
+
+def step_loss(cfg: Config, split: Split, model: Siamese, head: KochHead | None,
+              g: torch.Generator) -> tuple[torch.Tensor, int]:
+    """Draw one P x K batch, augment, embed -> (its loss, the number of images)."""
+    idx, labels = sample_batch(split, cfg.batch_classes, cfg.batch_shots, g)
+    x = augment(split.to_float(split.images[idx]), cfg.augment, g).to(cfg.device)
+    if cfg.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return batch_loss(cfg, model(x), labels.to(cfg.device), head), len(idx)
+
+
 def _save(path: Path, obj) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     torch.save(obj, tmp)
@@ -101,11 +120,7 @@ def train(cfg: Config, out: str | Path, data_root=None, resume: bool = True, pro
         torch.manual_seed(cfg.seed)  # weight initialisation
         model, head = build_model(cfg, train_split.images.shape[1])
     params = list(model.parameters()) + (list(head.parameters()) if head is not None else [])
-    model.to(cfg.device)
-    if head is not None:
-        head.to(cfg.device)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
+    place(cfg, model, head)
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
     g = generator(cfg.seed)
@@ -128,12 +143,7 @@ def train(cfg: Config, out: str | Path, data_root=None, resume: bool = True, pro
                disable=not progress, unit="step")
     window_t, window_imgs, loss_sum, loss_n = time.perf_counter(), 0, 0.0, 0
     for step in bar:
-        idx, labels = sample_batch(train_split, cfg.batch_classes, cfg.batch_shots, g)
-        x = augment(train_split.to_float(train_split.images[idx]), cfg.augment, g).to(cfg.device)
-        if cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        emb = model(x)
-        loss = batch_loss(cfg, emb, labels.to(cfg.device), head)
+        loss, n_images = step_loss(cfg, train_split, model, head, g)
         if not torch.isfinite(loss):
             bar.close()
             raise TrainingError(f"{cfg.name}: the loss is {loss.item()} at step {step + 1}; stopping "
@@ -142,7 +152,7 @@ def train(cfg: Config, out: str | Path, data_root=None, resume: bool = True, pro
         loss.backward()
         opt.step()
         sched.step()
-        loss_sum, loss_n, window_imgs = loss_sum + loss.item(), loss_n + 1, window_imgs + len(idx)
+        loss_sum, loss_n, window_imgs = loss_sum + loss.item(), loss_n + 1, window_imgs + n_images
         done = step + 1
         if done % cfg.val_every == 0 or done == cfg.steps:
             rate = window_imgs / (time.perf_counter() - window_t)
