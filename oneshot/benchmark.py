@@ -205,7 +205,8 @@ def run_benchmark(preset: str, results: Path, data_root=None, runs_dir: Path = P
     bench = {"preset": header["preset"], "preset_file": Path(header["path"]).name,
              "description": header.get("description", ""), "command": f"make benchmark PRESET={header['preset']}",
              "runs": [f"{st.name}/{c.name}" for st in studies for c in st.runs],
-             "wall_time_s_this_invocation": round(time.perf_counter() - t0, 1), **provenance(device)}
+             "wall_time_s_this_invocation": round(time.perf_counter() - t0, 1),
+             "runs_trained_this_invocation": len(todo), **provenance(device)}
     atomic_write_text(results / "records" / f"benchmark-{header['preset']}.json", json.dumps(bench, indent=1) + "\n")
     for path in write_tables(results):
         print(f"wrote {path}")

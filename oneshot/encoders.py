@@ -16,6 +16,8 @@ class Conv4(nn.Module):
     """Conv-4 backbone (Vinyals 2016, Snell 2017): four [conv3x3, BN, ReLU, maxpool2] blocks.
 
     [B, in_channels, S, S] -> [B, hidden * (S // 16)**2]: 28x28 -> 64-d, 84x84 -> 1600-d.
+    Each block pools before its ReLU: the same function and gradients (max-pooling and ReLU
+    commute), with the ReLU on a quarter of the values.
     """
 
     def __init__(self, in_channels: int = 1, hidden: int = 64):
@@ -26,8 +28,8 @@ class Conv4(nn.Module):
             blocks += [
                 nn.Conv2d(c_in, hidden, 3, padding=1),
                 nn.BatchNorm2d(hidden),
-                nn.ReLU(inplace=True),
                 nn.MaxPool2d(2),
+                nn.ReLU(inplace=True),
             ]
         self.net = nn.Sequential(*blocks, nn.Flatten())
 

@@ -300,6 +300,10 @@ def _readme(results: Path, df: pd.DataFrame) -> str:
                   f"- studies: {', '.join(studies)}; {len(b['runs'])} runs",
                   f"- training time, summed over runs: {train_s / 60:.1f} min; test-set embedding: "
                   f"{embed_s / 60:.1f} min; device: {sub.device.iloc[0] if len(sub) else b['device']}",
+                  f"- wall time of the last `{b['command']}` (it trains only the runs without records): "
+                  f"{b['wall_time_s_this_invocation'] / 60:.1f} min"
+                  + (f", {b['runs_trained_this_invocation']} of {len(b['runs'])} runs trained"
+                     if "runs_trained_this_invocation" in b else ""),
                   f"- commits of the runs: {', '.join(sorted(sub.commit.unique()))}",
                   f"- versions: {json.dumps(sub.versions.iloc[0] if len(sub) else b['versions'])}", ""]
     lines += ["## Files, per study folder", "",

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from torch import nn
 
 from oneshot.encoders import Conv4, Koch, Pixels, ResNet12, Siamese, build_encoder
 
@@ -81,3 +82,27 @@ def test_resnet12_output_shape():
         assert enc.eval()(torch.randn(2, 3, 84, 84)).shape == (2, 640)
     with pytest.raises(ValueError, match="16x16"):
         build_encoder("resnet12", 3, 8)
+
+
+def test_conv4_pooling_before_relu_is_the_published_block():
+    """Conv4 pools before its ReLU; outputs and gradients equal those of the published
+    [conv, BN, ReLU, pool] order with the same weights."""
+    torch.manual_seed(0)
+    ours = Conv4(3)
+    blocks = []
+    for conv, bn, pool, relu in zip(*[iter(list(ours.net)[:-1])] * 4):
+        assert isinstance(pool, nn.MaxPool2d) and isinstance(relu, nn.ReLU)
+        blocks += [conv, bn, nn.ReLU(), nn.MaxPool2d(2)]
+    published = nn.Sequential(*blocks, nn.Flatten())  # shares the parameters of ours
+    x = torch.randn(8, 3, 32, 32)
+    grads = []
+    for net in (ours, published):
+        for p in net.parameters():
+            p.grad = None
+        out = net(x)
+        (out * torch.linspace(-1, 1, out.shape[1])).sum().backward()
+        grads.append((out.detach(), [p.grad.clone() for p in net.parameters()]))
+    (out_a, g_a), (out_b, g_b) = grads
+    assert torch.equal(out_a, out_b)
+    for a, b in zip(g_a, g_b):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)

@@ -15,9 +15,12 @@ def test_mini_cpu_and_paper_presets_are_valid():
     assert mini.name == "miniimagenet-cpu"
     _check_mini(mini)
     assert all((c.batch_classes, c.batch_shots) == (16, 4) for c in mini.runs)
-    families = {(c.loss, c.mining if c.loss == "triplet" else "") for c in mini.runs}
-    assert families == {("contrastive", ""), ("triplet", "hard"), ("triplet", "semihard"),
-                        ("triplet", "all"), ("koch", ""), ("proto", "")}
+    # one run per loss, at the configuration that won on Omniglot
+    assert sorted(c.loss for c in mini.runs) == ["contrastive", "koch", "proto", "triplet"]
+    by_loss = {c.loss: c for c in mini.runs}
+    assert (by_loss["contrastive"].pos_weight, by_loss["contrastive"].margin) == ("hard", 0.5)
+    assert (by_loss["triplet"].mining, by_loss["triplet"].margin) == ("hard", 0.2)
+    assert not by_loss["koch"].normalize and not by_loss["proto"].normalize
 
     _, studies = bm.load_preset("paper")
     by_dataset = {st.runs[0].dataset: st for st in studies}
