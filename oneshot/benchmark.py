@@ -64,7 +64,7 @@ def record_path(results: Path, study: str, run: str, protocol: str, ways: int, s
     return results / "records" / study / run / f"{protocol}-{ways}w{shots}s-{classifier}-{distance}.json"
 
 
-def _measure_rate(cfg: Config, data_root, steps: int = 4) -> float:
+def _measure_rate(cfg: Config, data_root, steps: int = 6) -> float:
     """Training images/s of this config's encoder on this machine, from a few real steps."""
     from .episodes import generator
     from .train import build_model, place, step_loss
@@ -73,7 +73,8 @@ def _measure_rate(cfg: Config, data_root, steps: int = 4) -> float:
     model, head = build_model(cfg, split.images.shape[1])
     place(cfg, model, head)
     g = generator(0)
-    step_loss(cfg, split, model, head, g)[0].backward()  # the first step pays one-time set-up costs
+    for _ in range(2):  # the first steps pay one-time set-up costs
+        step_loss(cfg, split, model, head, g)[0].backward()
     t0, n = time.perf_counter(), 0
     for _ in range(steps):
         loss, n_images = step_loss(cfg, split, model, head, g)

@@ -16,8 +16,8 @@ class Conv4(nn.Module):
     """Conv-4 backbone (Vinyals 2016, Snell 2017): four [conv3x3, BN, ReLU, maxpool2] blocks.
 
     [B, in_channels, S, S] -> [B, hidden * (S // 16)**2]: 28x28 -> 64-d, 84x84 -> 1600-d.
-    Each block pools before its ReLU: the same function and gradients (max-pooling and ReLU
-    commute), with the ReLU on a quarter of the values.
+    Each block pools before its ReLU: max-pooling and ReLU commute, so outputs and gradients
+    are bit for bit those of the published order, with the ReLU on a quarter of the values.
     """
 
     def __init__(self, in_channels: int = 1, hidden: int = 64):

@@ -160,3 +160,61 @@ def test_missing_omniglot_is_fetched_present_is_not(tmp_path, monkeypatch):
     (tmp_path / "have" / "omniglot").mkdir(parents=True)
     bm.ensure_data("omniglot", tmp_path / "have")
     assert len(calls) == 1
+
+
+def test_an_image_folder_runs_through_the_benchmark(tmp_path):
+    """Natural-image studies (miniImageNet, any `folder:PATH`) take the same path as Omniglot:
+    train with augmentation, score on seeded episodes, write records and tables."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n_classes in (("train", 4), ("val", 3), ("test", 3)):
+        for c in range(n_classes):
+            colour = rng.integers(0, 256, 3)
+            for i in range(6):
+                pixels = np.clip(colour + rng.normal(0, 30, (20, 24, 3)), 0, 255).astype(np.uint8)
+                path = tmp_path / "photos" / split / f"{split}-class{c}" / f"{i}.jpg"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(pixels).save(path)
+    preset = tmp_path / "folder.toml"
+    preset.write_text(f"""
+description = "a folder of photos"
+[[study]]
+name = "photos"
+[study.base]
+dataset = "folder:{(tmp_path / 'photos').as_posix()}"
+protocol = "splits"
+image_size = 16
+augment = "natural"
+steps = 3
+batch_classes = 3
+batch_shots = 2
+val_every = 3
+val_ways = 3
+val_queries = 2
+val_episodes = 5
+[study.eval]
+protocols = ["splits"]
+settings = [[3, 1, 5]]
+episodes = 20
+seed = 1
+classifiers = ["nearest-support"]
+distances = ["euclidean"]
+[[study.runs]]
+name = "triplet-hard-m0.2"
+loss = "triplet"
+margin = 0.2
+[[study.runs]]
+name = "proto"
+loss = "proto"
+normalize = false
+""")
+    bench(str(preset), tmp_path, tmp_path)
+    records = sorted((tmp_path / "results" / "records" / "photos").glob("*/splits-3w1s-*.json"))
+    assert [p.parent.name for p in records] == ["proto", "triplet-hard-m0.2"]
+    a, b = (json.loads(p.read_text()) for p in records)
+    assert len(a["per_episode"]) == 20 and a["config"]["augment"] == "natural"
+    assert a["train"]["status"] == "finished"
+    main_md = (tmp_path / "results" / "photos" / "main-splits.md").read_text()
+    assert "Prototypical" in main_md and "Triplet, batch-hard" in main_md

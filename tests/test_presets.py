@@ -15,12 +15,15 @@ def test_mini_cpu_and_paper_presets_are_valid():
     assert mini.name == "miniimagenet-cpu"
     _check_mini(mini)
     assert all((c.batch_classes, c.batch_shots) == (16, 4) for c in mini.runs)
-    # one run per loss, at the configuration that won on Omniglot
-    assert sorted(c.loss for c in mini.runs) == ["contrastive", "koch", "proto", "triplet"]
-    by_loss = {c.loss: c for c in mini.runs}
-    assert (by_loss["contrastive"].pos_weight, by_loss["contrastive"].margin) == ("hard", 0.5)
-    assert (by_loss["triplet"].mining, by_loss["triplet"].margin) == ("hard", 0.2)
-    assert not by_loss["koch"].normalize and not by_loss["proto"].normalize
+    # each loss at the configuration that won on Omniglot, plus the batch-averaging Siamese forms
+    def key(c):
+        variant = {"contrastive": c.pos_weight, "triplet": c.mining}.get(c.loss, "")
+        return c.loss, variant, c.margin if variant else None
+
+    runs = {key(c): c for c in mini.runs}
+    assert set(runs) == {("contrastive", "hard", 0.5), ("triplet", "hard", 0.2), ("koch", "", None), ("proto", "", None),
+                         ("contrastive", "balanced", 1.0), ("triplet", "all", 0.5), ("triplet", "semihard", 0.5)}
+    assert not runs["koch", "", None].normalize and not runs["proto", "", None].normalize
 
     _, studies = bm.load_preset("paper")
     by_dataset = {st.runs[0].dataset: st for st in studies}
