@@ -138,8 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--encoder", default="pixels", help="'pixels' or a run directory from 'oneshot train'")
     e.add_argument("--classifier", default="nearest-support", choices=["nearest-support", "nearest-prototype"])
     e.add_argument("--distance", default="euclidean", choices=["euclidean", "cosine"])
-    e.add_argument("--image-size", type=int, default=None, help="resize images (default: 28 for pixels, "
-                   "the encoder's training size otherwise)")
+    e.add_argument("--image-size", type=int, default=None, help="resize images (default for pixels: 28 on "
+                   "Omniglot, 84 otherwise; for a trained encoder: its training size)")
     e.add_argument("--device", default="cpu")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=cmd_eval)
@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "image_size", 0) is None and getattr(args, "encoder", "") == "pixels":
-        args.image_size = 28
+        args.image_size = 28 if args.dataset == "omniglot" else 84
     try:
         args.func(args)
     except (OneshotError, ValueError) as e:

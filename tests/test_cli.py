@@ -80,3 +80,22 @@ def test_pixels_baseline_on_real_vinyals(real_root, capsys):
     r = json.loads(out)
     # raw pixels are far above chance (20%) and far below a trained encoder
     assert code == 0 and 0.3 < r["mean"] < 0.6
+
+
+def test_pixels_default_size_is_28_on_omniglot_and_84_on_natural_images(small_omniglot, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(10):
+        for i in range(3):
+            path = tmp_path / "photos" / f"class{c}" / f"{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(path)
+    sizes = {}
+    for dataset in ("omniglot", f"folder:{tmp_path / 'photos'}"):
+        code, out, _ = run(capsys, "eval", "--data-root", small_omniglot, "--dataset", dataset, "--split", "train",
+                           "--ways", 3, "--shots", 1, "--queries", 1, "--episodes", 5, "--json")
+        assert code == 0
+        sizes[dataset.split(":")[0]] = json.loads(out)["image_size"]
+    assert sizes == {"omniglot": 28, "folder": 84}
