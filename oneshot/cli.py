@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .errors import OneshotError
+from .memory import keep_freed_memory
 
 
 def _eval(args) -> dict:
@@ -173,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "image_size", 0) is None and getattr(args, "encoder", "") == "pixels":
         args.image_size = 28 if args.dataset == "omniglot" else 84
+    keep_freed_memory()
     try:
         args.func(args)
     except (OneshotError, ValueError) as e:

@@ -20,6 +20,7 @@ from oneshot.augment import augment
 from oneshot.data import Split, load_split
 from oneshot.encoders import Conv4, Siamese
 from oneshot.episodes import generator, sample_batch
+from oneshot.memory import keep_freed_memory
 
 STEPS, ROUNDS, P, K, SIZE = 10, 3, 16, 4, 84
 
@@ -68,6 +69,7 @@ def augment_ms(split: Split, n: int = 20) -> float:
 
 
 def main() -> None:
+    keep_freed_memory()  # as every `oneshot` command does
     split = load_split("miniimagenet", None, "train", size=SIZE) if "--real" in sys.argv else random_split()
     models = {"none": make(), "natural": make()}
     for kind, (model, opt) in models.items():

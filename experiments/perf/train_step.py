@@ -21,6 +21,7 @@ from oneshot import losses
 from oneshot.config import Config
 from oneshot.data import load_split
 from oneshot.episodes import generator, sample_batch
+from oneshot.memory import keep_freed_memory
 from oneshot.train import build_model, place, step_loss
 
 STEPS, ROUNDS = 40, 3
@@ -70,6 +71,7 @@ def rate(fn, split, state, steps: int) -> float:
 
 
 def main() -> None:
+    keep_freed_memory()  # as every `oneshot` command does; process-wide, so both loops get it
     split = load_split("omniglot", "vinyals", "train")
     torch.manual_seed(0)
     plain = PlainConv4()
