@@ -5,8 +5,8 @@ and returns them to the kernel on free. A Conv-4 step at 84x84 allocates and fre
 of ~115 MB each, so every step pays for page faults on hundreds of MB of new zeroed pages:
 on the 2-core development machine a quarter of the CPU time of a miniImageNet run went to the
 kernel. Serving everything from the heap and keeping freed memory makes the 84x84 step
-1.5x faster there (`experiments/perf/memory.py`: 118 -> 181 images/s); the price is that
-the process keeps its peak memory until it exits.
+1.3x-1.7x faster there (`experiments/perf/memory.py`, three runs, e.g. 118 -> 181 images/s);
+the price is that the process keeps its peak memory until it exits.
 """
 
 from __future__ import annotations

@@ -19,9 +19,10 @@ from .provenance import atomic_write_text
 from .stats import holm, paired
 
 FAMILY_NAMES = {"contrastive-hard": "Contrastive, hardest pairs", "contrastive-active": "Contrastive, active pairs",
-                "contrastive-balanced": "Contrastive, all pairs", "contrastive-mean": "Contrastive, all pairs (plain mean)", "triplet-hard": "Triplet, batch-hard",
-                "triplet-semihard": "Triplet, semi-hard", "triplet-all": "Triplet, batch-all",
-                "koch": "Koch BCE (Siamese)", "proto": "Prototypical"}
+                "contrastive-balanced": "Contrastive, all pairs",
+                "contrastive-mean": "Contrastive, all pairs (plain mean)",
+                "triplet-hard": "Triplet, batch-hard", "triplet-semihard": "Triplet, semi-hard",
+                "triplet-all": "Triplet, batch-all", "koch": "Koch BCE (Siamese)", "proto": "Prototypical"}
 
 # Published Conv-4 results (accuracy %, with 95% CI where the paper gives one).
 PUBLISHED = {

@@ -19,8 +19,9 @@ ROUNDS, STEPS, SIZE = 3, 12, 84
 
 def child(keep: bool) -> None:
     """Print the images/s of STEPS oneshot training steps (after 2 warm-up steps)."""
+    from augment import random_split  # the sibling script's random 84x84 images
+
     from oneshot.config import Config
-    from oneshot.data import Split
     from oneshot.episodes import generator
     from oneshot.memory import keep_freed_memory
     from oneshot.train import build_model, place, step_loss
@@ -29,10 +30,7 @@ def child(keep: bool) -> None:
         keep_freed_memory()
     cfg = Config(dataset="miniimagenet", image_size=SIZE, loss="triplet", mining="hard", margin=0.5,
                  batch_classes=16, batch_shots=4, augment="natural")
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (64 * 20, 3, SIZE, SIZE), generator=g, dtype=torch.uint8)
-    split = Split("random-84", images, torch.arange(64).repeat_interleave(20), [str(c) for c in range(64)],
-                  mean=(0.47, 0.45, 0.41), std=(0.28, 0.27, 0.29))
+    split = random_split()
     model, head = build_model(cfg, 3)
     place(cfg, model, head)
     opt = torch.optim.Adam(model.parameters(), cfg.lr)
