@@ -1,5 +1,8 @@
 """Augmentation on float tensors, batched and seeded: no per-image Python loop.
 
+Random draws come from a CPU generator (the same stream on every device); the images may
+live on any device and stay there.
+
 `affine`: a random rotation, scale and translation per image (Omniglot-style strokes);
 `natural`: random crop with padding, horizontal flip and brightness/contrast jitter (photos).
 """
@@ -10,6 +13,8 @@ import math
 
 import torch
 import torch.nn.functional as F
+
+from .errors import ConfigError
 
 KINDS = ("none", "affine", "natural")
 
@@ -27,7 +32,7 @@ def affine(x: torch.Tensor, g: torch.Generator, degrees: float = 10.0, scale: fl
     tx, ty = _u(b, -2 * shift, 2 * shift, g), _u(b, -2 * shift, 2 * shift, g)
     cos, sin = torch.cos(angle) * s, torch.sin(angle) * s
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
-    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
@@ -43,9 +48,9 @@ def natural(x: torch.Tensor, g: torch.Generator, pad: int = 8, jitter: float = 0
     cols = torch.where(flip.view(b, 1, 1, 1), cols.flip(-1), cols)
     bi = torch.arange(b).view(b, 1, 1, 1)
     ci = torch.arange(x.shape[1]).view(1, -1, 1, 1)
-    out = padded[bi, ci, rows, cols]
-    bright = _u(b, -jitter, jitter, g).view(b, 1, 1, 1)
-    contrast = _u(b, 1 - jitter, 1 + jitter, g).view(b, 1, 1, 1)
+    out = padded[bi.to(x.device), ci.to(x.device), rows.to(x.device), cols.to(x.device)]
+    bright = _u(b, -jitter, jitter, g).view(b, 1, 1, 1).to(x.device)
+    contrast = _u(b, 1 - jitter, 1 + jitter, g).view(b, 1, 1, 1).to(x.device)
     mean = out.mean(dim=(1, 2, 3), keepdim=True)
     return (out - mean) * contrast + mean + bright
 
@@ -58,4 +63,4 @@ def augment(x: torch.Tensor, kind: str, g: torch.Generator) -> torch.Tensor:
         return affine(x, g)
     if kind == "natural":
         return natural(x, g)
-    raise ValueError(f"unknown augmentation {kind!r}; choose one of {', '.join(KINDS)}")
+    raise ConfigError(f"unknown augmentation {kind!r}; choose one of {', '.join(KINDS)}")

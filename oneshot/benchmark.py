@@ -1,7 +1,7 @@
 """`make benchmark`: train every configuration of a preset, score each on the same seeded
 test episodes, and write one record per (run, protocol, setting) plus the tables.
 
-A preset is `experiments/presets/<name>.toml`: one or more `[[study]]` blocks, each with a
+A preset is `oneshot/presets/<name>.toml` (shipped with the package): one or more `[[study]]` blocks, each with a
 `[study.base]` config, `[study.eval]` settings and `[[study.runs]]` (a name and the config
 keys that differ from the base). Finished records are never recomputed, so killing the
 benchmark and starting it again continues where it stopped.
@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,44 +22,13 @@ from .errors import OneshotError
 from .evaluate import embed_split, score_episodes
 from .provenance import atomic_write_text, provenance
 from .stats import summarize
+from .study import Study, load_preset, settings
 
-PRESETS = Path(__file__).resolve().parent.parent / "experiments" / "presets"
-
-
-@dataclass
-class Study:
-    name: str
-    runs: list[Config]
-    eval: dict
-
-
-def load_preset(preset: str) -> tuple[dict, list[Study]]:
-    """Read a preset by name (or path) -> (its header, its studies with resolved configs)."""
-    path = Path(preset) if preset.endswith(".toml") else PRESETS / f"{preset}.toml"
-    if not path.is_file():
-        known = sorted(p.stem for p in PRESETS.glob("*.toml"))
-        raise OneshotError(f"no preset {preset!r} ({path}); known presets: {', '.join(known)}")
-    doc = tomllib.loads(path.read_text())
-    studies = []
-    for s in doc.get("study", []):
-        base = s.get("base", {})
-        runs = [from_dict({**base, **r}) for r in s.get("runs", [])]
-        if len({r.name for r in runs}) != len(runs):
-            raise OneshotError(f"{path}: run names must be unique within study {s['name']!r}")
-        ev = {"protocols": [base.get("protocol", "vinyals")], "episodes": 1000, "seed": 2026,
-              "classifiers": ["nearest-support"], "distances": ["euclidean"], **s.get("eval", {})}
-        studies.append(Study(s["name"], runs, ev))
-    return {k: v for k, v in doc.items() if k != "study"} | {"preset": path.stem, "path": str(path)}, studies
-
-
-def settings(ev: dict) -> list[tuple[int, int, int]]:
-    """(ways, shots, queries) of a study's evaluation."""
-    return [tuple(s) for s in ev["settings"]]
-
-
-def record_path(results: Path, study: str, run: str, protocol: str, ways: int, shots: int,
+def record_path(results: Path, study: str, cfg: Config, protocol: str, ways: int, shots: int,
                 classifier: str, distance: str) -> Path:
-    return results / "records" / study / run / f"{protocol}-{ways}w{shots}s-{classifier}-{distance}.json"
+    """Where the score of one run (configuration and seed) on one setting is kept."""
+    return (results / "records" / study / cfg.name / f"seed{cfg.seed}"
+            / f"{protocol}-{ways}w{shots}s-{classifier}-{distance}.json")
 
 
 def _measure_rate(cfg: Config, data_root, steps: int = 6) -> float:
@@ -105,7 +72,7 @@ def plan(studies: list[Study], results: Path, data_root) -> list[tuple[Study, Co
     for st, cfg, t in todo:
         what = {"triplet": f"triplet {cfg.mining} margin={cfg.margin}",
                 "contrastive": f"contrastive {cfg.pos_weight} margin={cfg.margin}"}.get(cfg.loss, cfg.loss)
-        print(f"  {st.name}/{cfg.name}: {what}, {cfg.steps} steps, ~{t / 60:.1f} min")
+        print(f"  {st.name}/{cfg.name} seed {cfg.seed}: {what}, {cfg.steps} steps, ~{t / 60:.1f} min")
     return todo
 
 
@@ -115,7 +82,7 @@ def _run_done(results: Path, st: Study, cfg: Config) -> bool:
 
 
 def _record_paths(results: Path, st: Study, cfg: Config) -> list[Path]:
-    return [record_path(results, st.name, cfg.name, proto, w, s, c, d)
+    return [record_path(results, st.name, cfg, proto, w, s, c, d)
             for proto in st.eval["protocols"] for (w, s, _) in _settings_for(st, proto)
             for c in st.eval["classifiers"] for d in st.eval["distances"]]
 
@@ -125,9 +92,11 @@ def _settings_for(st: Study, protocol: str) -> list[tuple[int, int, int]]:
 
 
 def _valid_record(path: Path, cfg: Config) -> bool:
+    """A record counts for `cfg` when its config has the same identity (device and memory
+    layout are provenance: a study may be finished on another device)."""
     try:
-        return json.loads(path.read_text())["config"] == cfg.to_dict()
-    except (OSError, ValueError, KeyError):
+        return from_dict(json.loads(path.read_text())["config"]).identity() == cfg.identity()
+    except (OSError, ValueError, KeyError, OneshotError):
         return False
 
 
@@ -139,7 +108,7 @@ def evaluate_run(st: Study, cfg: Config, run_dir: Path, results: Path, data_root
     for protocol in st.eval["protocols"]:
         split = load_split(cfg.dataset, protocol, "test", data_root, cfg.image_size)
         t0 = time.perf_counter()
-        emb = embed_split(model, split, device=cfg.device, progress=False)
+        emb = embed_split(model, split, device=cfg.device, progress=False, precision=cfg.precision)
         embed_s = time.perf_counter() - t0
         for ways, shots, queries in _settings_for(st, protocol):
             if split.episodes is not None:
@@ -152,7 +121,7 @@ def evaluate_run(st: Study, cfg: Config, run_dir: Path, results: Path, data_root
                     t1 = time.perf_counter()
                     acc = score_episodes(emb, episodes, shots, clf, dist)
                     rec = {
-                        "study": st.name, "run": cfg.name, "dataset": cfg.dataset, "protocol": protocol,
+                        "study": st.name, "run": cfg.name, "seed": cfg.seed, "dataset": cfg.dataset, "protocol": protocol,
                         "split": "test", "ways": ways, "shots": shots, "queries": queries,
                         "episode_seed": st.eval["seed"], "classifier": clf, "distance": dist,
                         "study_eval": st.eval,
@@ -162,7 +131,7 @@ def evaluate_run(st: Study, cfg: Config, run_dir: Path, results: Path, data_root
                         "eval": {"embed_s": round(embed_s, 2), "score_s": round(time.perf_counter() - t1, 3),
                                  **provenance(cfg.device)},
                     }
-                    path = record_path(results, st.name, cfg.name, protocol, ways, shots, clf, dist)
+                    path = record_path(results, st.name, cfg, protocol, ways, shots, clf, dist)
                     atomic_write_text(path, json.dumps(rec, indent=1) + "\n")
 
 
@@ -179,35 +148,49 @@ def ensure_data(dataset: str, data_root=None) -> None:
         fetch("omniglot", root)
 
 
-def run_benchmark(preset: str, results: Path, data_root=None, runs_dir: Path = Path("runs"),
-                  device: str = "cpu", dry_run: bool = False, progress: bool = True) -> None:
-    """Run (or continue) a preset, then write its tables into `results`."""
-    from .tables import write_tables
+def run_one(st: Study, cfg: Config, results: Path, runs_dir: Path, data_root=None, progress: bool = True) -> None:
+    """One run of a study, as one job: train (resuming from its run directory), then score it
+    on the study's test episodes and write its records."""
     from .train import train
+
+    run_dir = runs_dir / st.name / cfg.name / f"seed{cfg.seed}"
+    train(cfg, run_dir, data_root, progress=progress)
+    train_record = json.loads((run_dir / "run.json").read_text())
+    train_record["curve"] = (run_dir / "curve.csv").read_text()
+    evaluate_run(st, cfg, run_dir, results, data_root, train_record)
+
+
+def run_benchmark(preset: str, results: Path, data_root=None, runs_dir: Path = Path("runs"),
+                  device: str = "cpu", precision: str | None = None, dry_run: bool = False,
+                  progress: bool = True) -> None:
+    """Run (or continue) a preset, then write its tables into `results`.
+
+    `device` and `precision` override the preset's; precision is resolved for the device
+    ("auto" -> bf16 where it runs natively) before finished runs are looked up."""
+    from .tables import write_tables
+    from .train import resolved
 
     header, studies = load_preset(preset)
     for dataset in sorted({c.dataset for st in studies for c in st.runs}):
         ensure_data(dataset, data_root)
-    if device != "cpu":
-        for st in studies:
-            st.runs = [c.with_overrides([f"device={device}"]) for c in st.runs]
+    overrides = [f"device={device}"] + ([f"precision={precision}"] if precision else [])
+    for st in studies:
+        st.runs = [resolved(c.with_overrides(overrides)) for c in st.runs]
     print(f"benchmark preset {header['preset']}: {header.get('description', '')}".rstrip())
     todo = plan(studies, results, data_root)
     if dry_run:
         return
     t0 = time.perf_counter()
     for i, (st, cfg, _) in enumerate(todo, 1):
-        print(f"[{i}/{len(todo)}] {st.name}/{cfg.name}", flush=True)
-        run_dir = runs_dir / header["preset"] / st.name / cfg.name
-        train(cfg, run_dir, data_root, progress=progress)
-        train_record = json.loads((run_dir / "run.json").read_text())
-        train_record["curve"] = (run_dir / "curve.csv").read_text()
-        evaluate_run(st, cfg, run_dir, results, data_root, train_record)
-    bench = {"preset": header["preset"], "preset_file": Path(header["path"]).name,
-             "description": header.get("description", ""), "command": f"make benchmark PRESET={header['preset']}",
-             "runs": [f"{st.name}/{c.name}" for st in studies for c in st.runs],
-             "wall_time_s_this_invocation": round(time.perf_counter() - t0, 1),
-             "runs_trained_this_invocation": len(todo), **provenance(device)}
-    atomic_write_text(results / "records" / f"benchmark-{header['preset']}.json", json.dumps(bench, indent=1) + "\n")
+        print(f"[{i}/{len(todo)}] {st.name}/{cfg.name} seed {cfg.seed}", flush=True)
+        run_one(st, cfg, results, runs_dir / header["preset"], data_root, progress)
+    if todo:  # a call that trained nothing leaves the committed record of the last one alone
+        bench = {"preset": header["preset"], "preset_file": Path(header["path"]).name,
+                 "description": header.get("description", ""), "command": f"make benchmark PRESET={header['preset']}",
+                 "runs": [f"{st.name}/{c.name}/seed{c.seed}" for st in studies for c in st.runs],
+                 "wall_time_s_this_invocation": round(time.perf_counter() - t0, 1),
+                 "runs_trained_this_invocation": len(todo), **provenance(device)}
+        atomic_write_text(results / "records" / f"benchmark-{header['preset']}.json", json.dumps(bench, indent=1) + "\n")
     for path in write_tables(results):
         print(f"wrote {path}")
+    print(f"trained {len(todo)} of {sum(len(st.runs) for st in studies)} runs")

@@ -46,18 +46,26 @@ def cache_key(*parts) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def _load(folder: Path, mmap: bool) -> tuple[dict[str, np.ndarray], dict] | None:
+    """A finished cache entry, or None when it is missing, partial or damaged."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        return {k: np.load(folder / f"{k}.npy", mmap_mode="r" if mmap else None) for k in meta["_arrays"]}, meta
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def cached_arrays(
     name: str, key: str, build: Callable[[], tuple[dict[str, np.ndarray], dict]], mmap: bool = True
 ) -> tuple[dict[str, np.ndarray], dict]:
-    """Load `<cache>/<name>-<key>/` or build it once with `build() -> (arrays, meta)`."""
+    """Load `<cache>/<name>-<key>/` or build it once with `build() -> (arrays, meta)`.
+
+    Entries appear whole (written aside, then renamed); a partial or damaged one (copied in by
+    hand, cut short) is built again and replaced."""
     folder = cache_root() / f"{name}-{key}"
-    meta_path = folder / "meta.json"
-    if meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        arrays = {
-            k: np.load(folder / f"{k}.npy", mmap_mode="r" if mmap else None) for k in meta["_arrays"]
-        }
-        return arrays, meta
+    found = _load(folder, mmap)
+    if found is not None:
+        return found
     arrays, meta = build()
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder.parent))
@@ -67,8 +75,13 @@ def cached_arrays(
         (tmp / "meta.json").write_text(json.dumps({**meta, "_arrays": sorted(arrays)}))
         try:
             os.replace(tmp, folder)
-        except OSError:  # another process won the race; its entry is as good as ours
-            pass
+        except OSError:  # another process finished the entry first (as good as ours), or it is damaged
+            if _load(folder, mmap) is None:
+                shutil.rmtree(folder, ignore_errors=True)
+                os.replace(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return cached_arrays(name, key, build, mmap)
+    found = _load(folder, mmap)
+    if found is None:
+        raise OSError(f"cache entry {folder} could not be written")
+    return found

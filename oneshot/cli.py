@@ -4,49 +4,63 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from .errors import OneshotError
 from .memory import keep_freed_memory
+from .config import PRECISIONS
 
 
 def _eval(args) -> dict:
     import torch
 
-    from .data import load_split
-    from .episodes import sample_episodes
+    from .data import check_protocol, check_scoring, load_split
+    from .episodes import check_request, sample_episodes
     from .evaluate import evaluate
+    from .precision import resolve
 
-    if args.encoder == "pixels":
-        encode, size = (lambda x: x.flatten(1)), args.image_size
-    else:
+    trained = None
+    if args.encoder != "pixels":
         from .train import load_encoder
 
-        model, cfg = load_encoder(args.encoder, args.device)
-        encode, size = model, args.image_size or cfg.image_size
-    split = load_split(args.dataset, args.protocol, args.split, args.data_root, size)
+        model, trained = load_encoder(args.encoder, args.device)
+    # What the command line leaves out comes from the run's config, else the dataset's defaults.
+    dataset = args.dataset or (trained.dataset if trained else "omniglot")
+    protocol = check_protocol(dataset, args.protocol or (trained.protocol if trained and trained.dataset == dataset
+                                                         else None))
+    size = args.image_size or (trained.image_size if trained else 28 if dataset == "omniglot" else 84)
+    if trained is not None:
+        check_scoring(dataset, trained.protocol, protocol)
+    fixed = protocol == "lake-20runs"
+    if fixed and (args.ways, args.shots) != (20, 1):
+        print("note: lake-20runs is a fixed 20-way 1-shot protocol; --ways/--shots/--queries/--episodes "
+              "are ignored", file=sys.stderr)
+    if not fixed:  # refuse an impossible request before any image is decoded or embedded
+        if args.queries < 1 or args.shots < 1 or args.ways < 2 or args.episodes < 1:
+            raise OneshotError(f"--ways {args.ways} --shots {args.shots} --queries {args.queries} --episodes "
+                               f"{args.episodes}: an episode needs at least 2 ways, 1 shot and 1 query, "
+                               "and at least 1 episode")
+    split = load_split(dataset, protocol, args.split, args.data_root, size)
     if split.episodes is not None:  # a fixed protocol, e.g. lake-20runs
         episodes, n_shot = split.episodes, 1
-        if (args.ways, args.shots) != (20, 1):
-            print(f"note: {split.name} is a fixed 20-way 1-shot protocol; --ways/--shots/--queries/--episodes "
-                  "are ignored", file=sys.stderr)
         ways, shots, queries = 20, 1, 1
     else:
         ways, shots, queries = args.ways, args.shots, args.queries
-        try:
-            episodes = sample_episodes(split, ways, shots, queries, args.episodes, args.seed,
-                                       by_group=args.protocol == "lake-within")
-        except ValueError as e:
-            raise OneshotError(str(e)) from None
+        check_request(split, ways, shots, queries, by_group=protocol == "lake-within")
+        episodes = sample_episodes(split, ways, shots, queries, args.episodes, args.seed,
+                                   by_group=protocol == "lake-within")
         n_shot = shots
+    encode = model if trained is not None else (lambda x: x.flatten(1))
+    prec = resolve(args.precision or (trained.precision if trained else "fp32"), args.device)
     with torch.no_grad():
         res = evaluate(encode, split, episodes, n_shot, args.classifier, args.distance,
-                       device=args.device, progress=not args.json)
-    return {"dataset": args.dataset, "protocol": args.protocol, "split": args.split, "ways": ways,
+                       device=args.device, progress=not args.json, precision=prec)
+    return {"dataset": dataset, "protocol": protocol, "split": args.split, "ways": ways,
             "shots": shots, "queries": queries, "episodes": res["episodes"], "seed": args.seed,
             "encoder": args.encoder, "classifier": args.classifier, "distance": args.distance,
-            "image_size": size, **res}
+            "image_size": size, "precision": prec, **res}
 
 
 def cmd_eval(args) -> None:
@@ -65,6 +79,8 @@ def cmd_train(args) -> None:
     cfg = load_config(args.config, args.set)
     if args.device:
         cfg = cfg.with_overrides([f"device={args.device}"])
+    if args.precision:
+        cfg = cfg.with_overrides([f"precision={args.precision}"])
     out = args.out or Path("runs") / cfg.name
     train(cfg, out, args.data_root, resume=not args.restart)
     run = json.loads((Path(out) / "run.json").read_text())
@@ -108,15 +124,20 @@ def cmd_benchmark(args) -> None:
     from .benchmark import run_benchmark
 
     run_benchmark(args.preset, Path(args.results), args.data_root, runs_dir=Path(args.runs),
-                  device=args.device, dry_run=args.dry_run)
+                  device=args.device, precision=args.precision, dry_run=args.dry_run)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="oneshot", description=__doc__)
+    p.add_argument("--debug", action="store_true", help="show the traceback of every error (also: ONESHOT_DEBUG=1)")
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp):
         sp.add_argument("--data-root", help="folder holding the datasets (default: $ONESHOT_DATA, else ./data)")
+
+    def precision(sp, default_says):
+        sp.add_argument("--precision", choices=PRECISIONS, help=f"arithmetic of the encoder: fp32, bf16, or "
+                        f"auto = bf16 where the device runs it natively, else fp32 (default: {default_says})")
 
     d = sub.add_parser("data", help="fetch or check datasets")
     d.add_argument("action", choices=["fetch", "check"])
@@ -128,9 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="evaluate an encoder on seeded test episodes")
     common(e)
-    e.add_argument("--dataset", default="omniglot", help="omniglot, miniimagenet, folder:PATH or l2l:NAME")
-    e.add_argument("--protocol", default="vinyals", help="omniglot: vinyals, lake, lake-within, lake-20runs")
-    e.add_argument("--split", default="test")
+    e.add_argument("--dataset", help="omniglot, miniimagenet, folder:PATH or l2l:NAME (default: the "
+                   "encoder's training dataset, else omniglot)")
+    e.add_argument("--protocol", help="omniglot: vinyals, lake, lake-within, lake-20runs; miniimagenet: ravi "
+                   "(default: the encoder's, else the dataset's first)")
+    e.add_argument("--split", default="test", help="test, val, train; a folder dataset also has 'all' "
+                   "(every class, no training split held out)")
     e.add_argument("--ways", type=int, default=5)
     e.add_argument("--shots", type=int, default=1)
     e.add_argument("--queries", type=int, default=15)
@@ -142,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--image-size", type=int, default=None, help="resize images (default for pixels: 28 on "
                    "Omniglot, 84 otherwise; for a trained encoder: its training size)")
     e.add_argument("--device", default="cpu")
+    precision(e, "the encoder's training precision; fp32 for pixels")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=cmd_eval)
 
@@ -152,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="run directory (default: runs/<name>)")
     t.add_argument("--device", help="cpu, cuda, cuda:1, ...")
     t.add_argument("--restart", action="store_true", help="start over instead of resuming")
+    precision(t, "the config's")
     t.set_defaults(func=cmd_train)
 
     tb = sub.add_parser("table", help="regenerate tables and plots from records")
@@ -165,19 +191,23 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--results", default="results")
     b.add_argument("--runs", default="runs", help="run directories (checkpoints; not committed)")
     b.add_argument("--device", default="cpu")
+    precision(b, "the preset's")
     b.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     b.set_defaults(func=cmd_benchmark)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command; bad input (an OneshotError) is one line on stderr and exit status 2,
+    anything else is a bug and keeps its traceback. `--debug` or ONESHOT_DEBUG=1 shows the
+    traceback of bad input too."""
     args = build_parser().parse_args(argv)
-    if getattr(args, "image_size", 0) is None and getattr(args, "encoder", "") == "pixels":
-        args.image_size = 28 if args.dataset == "omniglot" else 84
     keep_freed_memory()
     try:
         args.func(args)
-    except (OneshotError, ValueError) as e:
+    except OneshotError as e:
+        if args.debug or os.environ.get("ONESHOT_DEBUG"):
+            raise
         print(f"oneshot: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -11,6 +11,11 @@ from pathlib import Path
 from .errors import OneshotError
 
 
+PRECISIONS = ("fp32", "bf16", "auto")
+# Where and in which memory layout a run is computed: provenance, recorded but not identity.
+HOW_KEYS = ("device", "channels_last")
+
+
 @dataclass
 class Config:
     """Everything that defines a training run (saved whole with every checkpoint)."""
@@ -26,8 +31,8 @@ class Config:
     loss: str = "triplet"           # contrastive | triplet | koch | proto
     margin: float = 0.5
     mining: str = "hard"            # triplet: all | hard | semihard
-    pos_weight: str = "balanced"    # contrastive: balanced | mean
-    distance: str = "euclidean"     # distance inside the loss
+    pos_weight: str = "balanced"    # contrastive: balanced | mean | active | hard
+    distance: str = "euclidean"     # distance inside the loss (proto: as ProtoNet, "sqeuclidean")
     steps: int = 1500
     batch_classes: int = 32         # P
     batch_shots: int = 4            # K (proto: K-1 support + 1 query per class)
@@ -40,11 +45,17 @@ class Config:
     val_shots: int = 1
     val_queries: int = 15
     val_episodes: int = 500
-    device: str = "cpu"
+    precision: str = "fp32"         # fp32 | bf16 | auto (bf16 where the device has it natively)
+    device: str = "cpu"             # how a run is run, not what it is: see HOW_KEYS
     channels_last: bool = True
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def identity(self) -> dict:
+        """The keys that make the experiment: two configs with equal identities give the same
+        numbers (on the same kind of device), so a record made under one is valid for the other."""
+        return {k: v for k, v in self.to_dict().items() if k not in HOW_KEYS}
 
     def with_overrides(self, pairs: list[str]) -> "Config":
         """Apply `key=value` strings; values are parsed as JSON, else kept as strings."""

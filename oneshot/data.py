@@ -7,62 +7,13 @@ A `Split` is what every later stage consumes: images `[M, C, H, W]` uint8, integ
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 
 from .errors import DataError
+from .split import Split
 
 DEFAULT_ROOT = Path("data")
-
-
-@dataclass
-class Split:
-    """One split of one dataset under one protocol.
-
-    images: uint8 [M, C, H, W]; labels: int64 [M] in [0, n_classes);
-    groups: int64 [n_classes] (e.g. the alphabet of each class) or None;
-    episodes: fixed episodes int64 [E, N, K+Q] (indices into images) or None;
-    mean, std: per-channel statistics (0-1 scale) used to turn pixels into encoder input.
-    """
-
-    name: str
-    images: torch.Tensor
-    labels: torch.Tensor
-    class_names: list[str]
-    groups: torch.Tensor | None = None
-    group_names: list[str] = field(default_factory=list)
-    episodes: torch.Tensor | None = None
-    mean: tuple[float, ...] = (0.0,)
-    std: tuple[float, ...] = (1.0,)
-    _items: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, init=False, repr=False, compare=False)
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.class_names)
-
-    def class_items(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Items of each class: indices padded with -1 [n_classes, max_items], counts [n_classes]."""
-        if self._items is None:
-            self._items = self._class_items()
-        return self._items
-
-    def _class_items(self) -> tuple[torch.Tensor, torch.Tensor]:
-        counts = torch.bincount(self.labels, minlength=self.n_classes)
-        order = torch.argsort(self.labels, stable=True)
-        table = torch.full((self.n_classes, int(counts.max())), -1, dtype=torch.long)
-        starts = torch.cumsum(counts, 0) - counts
-        pos = torch.arange(len(order)) - starts[self.labels[order]]
-        table[self.labels[order], pos] = order
-        return table, counts
-
-    def to_float(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 [B, C, H, W] -> normalised float32 [B, C, H, W]."""
-        x = images.float().div_(255)
-        mean = torch.tensor(self.mean).view(1, -1, 1, 1)
-        std = torch.tensor(self.std).view(1, -1, 1, 1)
-        return (x - mean) / std
 
 
 def data_root(arg: str | os.PathLike | None = None) -> Path:
@@ -74,6 +25,32 @@ def data_root(arg: str | os.PathLike | None = None) -> Path:
 
 
 DATASETS = ("omniglot", "miniimagenet")
+# The protocols of each named dataset, the first being its default. Folder and learn2learn
+# datasets have one split of their own, and their protocol is only a label.
+PROTOCOLS = {"omniglot": ("vinyals", "lake", "lake-within", "lake-20runs"), "miniimagenet": ("ravi",)}
+LAKE = ("lake", "lake-within", "lake-20runs")
+DISPLAY = {"omniglot": "Omniglot", "miniimagenet": "miniImageNet"}
+
+
+def check_protocol(dataset: str, protocol: str | None) -> str | None:
+    """The protocol to use for `dataset` (its default when None); unknown ones are refused."""
+    known = PROTOCOLS.get(dataset)
+    if known is None:
+        return protocol
+    if protocol is None:
+        return known[0]
+    if protocol not in known:
+        raise DataError(f"unknown {DISPLAY.get(dataset, dataset)} protocol {protocol!r}; choose one of {', '.join(known)}")
+    return protocol
+
+
+def check_scoring(dataset: str, trained_on: str, protocol: str) -> None:
+    """Refuse to score an encoder on a protocol whose test classes it was trained on: the
+    Vinyals train split holds 236 of the 659 characters of the Lake evaluation set."""
+    if dataset == "omniglot" and protocol in LAKE and trained_on not in LAKE:
+        raise DataError(f"an encoder trained on the Omniglot {trained_on!r} split has seen characters of "
+                        f"the {protocol!r} test set; train on protocol 'lake' (images_background only) "
+                        f"to score on {', '.join(LAKE)}")
 
 
 def load_split(
@@ -84,11 +61,13 @@ def load_split(
     size: int | None = None,
 ) -> Split:
     """Load one split by name: `omniglot` (protocols vinyals, lake, lake-within, lake-20runs),
-    `miniimagenet`, `folder:PATH`, or `l2l:NAME` (learn2learn's files, see `oneshot.l2l`)."""
+    `miniimagenet` (protocol ravi), `folder:PATH`, or `l2l:NAME` (learn2learn's files, see
+    `oneshot.l2l`). A protocol of None means the dataset's default."""
+    protocol = check_protocol(dataset, protocol)
     if dataset == "omniglot":
         from .omniglot import load_omniglot
 
-        return load_omniglot(data_root(root), protocol or "vinyals", split, size or 28)
+        return load_omniglot(data_root(root), protocol, split, size or 28)
     if dataset == "miniimagenet":
         from .miniimagenet import load_miniimagenet
 

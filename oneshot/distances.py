@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .errors import ConfigError
+
 METRICS = ("euclidean", "sqeuclidean", "cosine")
 
 
@@ -26,7 +28,7 @@ def pairwise(x: torch.Tensor, y: torch.Tensor, metric: str = "euclidean") -> tor
         return pairwise(x, y, "sqeuclidean").clamp_min(1e-12).sqrt()
     if metric == "cosine":
         return 1 - F.normalize(x, dim=-1) @ F.normalize(y, dim=-1).transpose(-1, -2)
-    raise ValueError(f"unknown distance {metric!r}; choose one of {', '.join(METRICS)}")
+    raise ConfigError(f"unknown distance {metric!r}; choose one of {', '.join(METRICS)}")
 
 
 def paired(x: torch.Tensor, y: torch.Tensor, metric: str = "euclidean") -> torch.Tensor:
@@ -37,4 +39,4 @@ def paired(x: torch.Tensor, y: torch.Tensor, metric: str = "euclidean") -> torch
         return (x - y).pow(2).sum(-1).clamp_min(1e-12).sqrt()
     if metric == "cosine":
         return 1 - F.cosine_similarity(x, y, dim=-1)
-    raise ValueError(f"unknown distance {metric!r}; choose one of {', '.join(METRICS)}")
+    raise ConfigError(f"unknown distance {metric!r}; choose one of {', '.join(METRICS)}")

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import ConfigError
+
 ENCODERS = ("conv4", "koch", "pixels", "resnet12")
 
 
@@ -38,7 +40,7 @@ class Conv4(nn.Module):
         for _ in range(4):
             size //= 2
         if size < 1:
-            raise ValueError("Conv4 needs inputs of at least 16x16")
+            raise ConfigError("Conv4 needs inputs of at least 16x16")
         return self.hidden * size * size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -80,7 +82,7 @@ class ResNet12(nn.Module):
     def out_dim(self, size: int | None = None) -> int:
         """Embedding size (640); inputs must be at least 16x16 (four pools)."""
         if size is not None and size < 16:
-            raise ValueError("ResNet12 needs inputs of at least 16x16")
+            raise ConfigError("ResNet12 needs inputs of at least 16x16")
         return self.WIDTHS[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -107,7 +109,7 @@ class Koch(nn.Module):
         )
         side = ((((image_size - 9) // 2 - 6) // 2 - 3) // 2) - 3
         if side < 1:
-            raise ValueError(f"Koch needs inputs of at least 53x53, got {image_size}")
+            raise ConfigError(f"Koch needs inputs of at least 53x53, got {image_size}")
         self.fc = nn.Sequential(nn.Linear(256 * side * side, 4096), nn.Sigmoid())
 
     def out_dim(self, size: int | None = None) -> int:
@@ -184,4 +186,4 @@ def build_encoder(name: str, in_channels: int, image_size: int) -> nn.Module:
         enc = ResNet12(in_channels)
         enc.out_dim(image_size)  # raises on inputs too small
         return enc
-    raise ValueError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODERS)}")
+    raise ConfigError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODERS)}")

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from .data import Split
+from .errors import ConfigError
+from .split import Split
 
 # Episodes are drawn in chunks so memory stays bounded for large E.
 _CHUNK_ROWS = 1 << 20
@@ -22,28 +23,31 @@ def generator(seed: int) -> torch.Generator:
 
 
 def check_request(split: Split, n_way: int, n_shot: int, n_query: int, by_group: bool = False) -> None:
-    """Raise ValueError, saying what is possible, if the episodes cannot be drawn from `split`."""
+    """Raise ConfigError (a ValueError), saying what is possible, if the episodes cannot be drawn from `split`."""
     for name, v in (("n_way", n_way), ("n_shot", n_shot)):
         if v < 1:
-            raise ValueError(f"{name} must be at least 1, got {v}")
-    if n_query < 0:
-        raise ValueError(f"n_query must be non-negative, got {n_query}")
+            raise ConfigError(f"{name} must be at least 1, got {v}")
+    if n_query < 1:
+        raise ConfigError(f"n_query must be at least 1 (an episode needs at least one query to score), "
+                          f"got {n_query}")
     _, counts = split.class_items()
     need = n_shot + n_query
     eligible = counts >= need
     if by_group:
         if split.groups is None:
-            raise ValueError(f"{split.name} has no groups to draw episodes within")
+            raise ConfigError(f"{split.name} has no groups to draw episodes within")
         per_group = torch.bincount(split.groups[eligible], minlength=len(split.group_names))
         if int(per_group.max()) < n_way:
-            raise ValueError(
+            raise ConfigError(
                 f"{n_way}-way within one group is impossible on {split.name}: the largest group has "
                 f"{int(per_group.max())} classes with at least {need} items")
     elif int(eligible.sum()) < n_way:
-        raise ValueError(
+        hint = ("; to score a folder on all its classes, use its split 'all' (oneshot eval --split all)"
+                if split.name.startswith("folder:") and not split.name.endswith("/all") else "")
+        raise ConfigError(
             f"{n_way}-way {n_shot}-shot {n_query}-query is impossible on {split.name}: "
             f"{int(eligible.sum())} of {split.n_classes} classes have at least {need} items "
-            f"(the largest class has {int(counts.max())})")
+            f"(the largest class has {int(counts.max())}){hint}")
 
 
 def sample_episodes(
@@ -57,7 +61,7 @@ def sample_episodes(
     uniformly among the groups that have N eligible classes, then N classes inside it.
     """
     if n_episodes < 1:
-        raise ValueError(f"n_episodes must be at least 1, got {n_episodes}")
+        raise ConfigError(f"n_episodes must be at least 1, got {n_episodes}")
     check_request(split, n_way, n_shot, n_query, by_group)
     g = generator(seed)
     table, counts = split.class_items()
@@ -119,7 +123,7 @@ def sample_batch(split: Split, n_classes: int, n_per_class: int, g: torch.Genera
     table, counts = split.class_items()
     eligible = counts >= n_per_class
     if int(eligible.sum()) < n_classes:
-        raise ValueError(f"a batch of {n_classes} classes x {n_per_class} items is impossible on "
+        raise ConfigError(f"a batch of {n_classes} classes x {n_per_class} items is impossible on "
                          f"{split.name}: only {int(eligible.sum())} classes have {n_per_class} items")
     idx = _draw(table, counts, eligible, None, n_classes, n_per_class, 1, g)[0]
     return idx.reshape(-1), torch.arange(n_classes).repeat_interleave(n_per_class)

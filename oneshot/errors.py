@@ -7,3 +7,7 @@ class OneshotError(Exception):
 
 class DataError(OneshotError):
     """A dataset is missing, corrupt, or has the wrong structure."""
+
+
+class ConfigError(OneshotError, ValueError):
+    """A config, preset or request names something unknown or impossible."""

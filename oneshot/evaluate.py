@@ -11,8 +11,10 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
-from .data import Split
+from .errors import ConfigError
+from .split import Split
 from .distances import pairwise
+from .precision import autocast
 from .stats import summarize
 
 CLASSIFIERS = ("nearest-support", "nearest-prototype")
@@ -28,22 +30,26 @@ def embed_split(
     device: str | torch.device = "cpu",
     progress: bool = True,
     indices: torch.Tensor | None = None,
+    precision: str = "fp32",
 ) -> torch.Tensor:
     """Embed every image of `split` (or only `indices`) once -> float32 [M, D] on the CPU.
 
-    `encode` maps normalised float images [B, C, H, W] on `device` to embeddings [B, D].
+    `encode` maps normalised float images [B, C, H, W] on `device` to embeddings [B, D];
+    it runs under `precision` ("fp32", "bf16" or "fp16", see `oneshot.precision`).
     """
     idx = torch.arange(len(split.images)) if indices is None else indices
+    idx = idx.to(split.images.device)
     out = []
     bar = tqdm(total=len(idx), desc=f"embedding {split.name}", unit="img", disable=not progress, leave=False)
     for start in range(0, len(idx), batch_size):
         x = split.to_float(split.images[idx[start:start + batch_size]]).to(device)
         if x.dim() == 4 and torch.device(device).type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
-        out.append(encode(x).float().cpu())
+        with autocast(precision, device):
+            out.append(encode(x).float())
         bar.update(len(x))
     bar.close()
-    return torch.cat(out)
+    return torch.cat(out).cpu()
 
 
 def score_episodes(
@@ -55,11 +61,11 @@ def score_episodes(
     emb: [M, D] embeddings of the split; episodes: [E, N, K+Q] indices into emb.
     """
     if classifier not in CLASSIFIERS:
-        raise ValueError(f"unknown classifier {classifier!r}; choose one of {', '.join(CLASSIFIERS)}")
+        raise ConfigError(f"unknown classifier {classifier!r}; choose one of {', '.join(CLASSIFIERS)}")
     n_ep, n_way, width = episodes.shape
     n_query = width - n_shot
     if n_shot < 1 or n_query < 1:
-        raise ValueError(f"episodes of width {width} cannot hold {n_shot} shots and at least one query")
+        raise ConfigError(f"episodes of width {width} cannot hold {n_shot} shots and at least one query")
     chunk = max(1, _CHUNK_FLOATS // (n_way * width * emb.shape[1]))
     acc = []
     for start in range(0, n_ep, chunk):

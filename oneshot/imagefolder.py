@@ -20,7 +20,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from .cache import cache_key, cached_arrays, fingerprint
-from .data import Split
+from .split import Split
 from .errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -307,12 +307,16 @@ def load_folder(path: Path, split: str, size: int = 84, seed: int = 0,
     alpha dropped, palette images count as colour); images are stretched to size x size.
     Classes keep all their images, however few: see `report_small_classes`. Statistics come
     from the train split (a tree with split folders but no train/ uses the split loaded)."""
-    if split not in SPLITS:
-        raise DataError(f"folder datasets have splits {', '.join(SPLITS)}; got {split!r}")
+    if split not in SPLITS + ("all",):
+        raise DataError(f"folder datasets have splits {', '.join(SPLITS)} and all; got {split!r}")
     check_size(size)
     path = Path(path)
     layout = _layout(path)
-    if "" in layout:
+    if split == "all" and "" not in layout:
+        return _concat([load_folder(path, s, size, seed, fractions) for s in layout], f"folder:{path.name}/all")
+    if split == "all":  # every class, e.g. to score a pretrained encoder; statistics from all of them
+        prefix, classes, tprefix, tclasses = "", layout[""], "", layout[""]
+    elif "" in layout:
         parts = assign_splits(layout[""], seed, fractions)
         prefix, classes, tprefix, tclasses = "", parts[split], "", parts["train"]
         if not classes:
@@ -340,6 +344,16 @@ def load_folder(path: Path, split: str, size: int = 84, seed: int = 0,
                         lambda: _folder_catalogue(path, tprefix, tclasses), size, channels, None)
     return Split(f"folder:{path.name}/{split}", images, labels, list(meta["classes"]), None, [], None,
                  tuple(stats["mean"]), tuple(stats["std"]))
+
+
+def _concat(parts: list[Split], name: str) -> Split:
+    """The splits of a tree with split folders as one split (class names prefixed by their split)."""
+    offsets = [0]
+    for p in parts[:-1]:
+        offsets.append(offsets[-1] + p.n_classes)
+    return Split(name, torch.cat([p.images for p in parts]), torch.cat([p.labels + o for p, o in zip(parts, offsets)]),
+                 [f"{p.name.rsplit('/', 1)[-1]}/{c}" for p in parts for c in p.class_names], None, [], None,
+                 parts[0].mean, parts[0].std)
 
 
 def report_small_classes(split: Split, need: int) -> list[str]:

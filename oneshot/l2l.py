@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from .cache import cache_key, cached_arrays, fingerprint
-from .data import Split
+from .split import Split
 from .episodes import check_request
-from .errors import DataError, OneshotError
+from .errors import ConfigError, DataError, OneshotError
 
 INSTALL_HINT = "pip install 'oneshot[l2l]' (or `make install` in a checkout)"
 NAMES = ("omniglot", "mini-imagenet")
@@ -99,10 +99,10 @@ def episodes_from_tasks(taskset, n_tasks: int, n_shot: int) -> tuple[FloatSplit,
     the first `n_shot` of a class are its support, the rest its queries. Images are stored as
     given (the taskset's transforms already made them encoder input)."""
     if n_tasks < 1:
-        raise ValueError(f"n_tasks must be at least 1, got {n_tasks}")
+        raise ConfigError(f"n_tasks must be at least 1, got {n_tasks}")
     num = getattr(taskset, "num_tasks", -1)
     if num != -1 and n_tasks > num:
-        raise ValueError(f"the taskset holds {num} tasks; asked for {n_tasks}")
+        raise ConfigError(f"the taskset holds {num} tasks; asked for {n_tasks}")
     images, labels, rows, names = [], [], [], []
     shape, offset = None, 0
     for e in range(n_tasks):

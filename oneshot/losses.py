@@ -17,6 +17,8 @@ from torch import nn
 
 from oneshot.distances import pairwise
 
+from .errors import ConfigError
+
 MINING = ("all", "hard", "semihard")
 POS_WEIGHT = ("balanced", "mean", "active", "hard")
 
@@ -49,7 +51,7 @@ def _reduce(
         return _mean(per_pair[same], emb) + _mean(per_pair[~same], emb)
     if how == "active":
         return _mean(per_pair[same], emb) + _mean(per_pair[~same & (per_pair > 0)], emb)
-    raise ValueError(f"unknown pos_weight {how!r}; choose one of {', '.join(POS_WEIGHT)}")
+    raise ConfigError(f"unknown pos_weight {how!r}; choose one of {', '.join(POS_WEIGHT)}")
 
 
 def _pairs(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -134,7 +136,7 @@ def triplet(
         chosen = torch.where(farther.any(2), closest_farther, farthest)
         valid = pos & neg.any(1, keepdim=True)
         return _mean(F.relu(d - chosen + margin)[valid], emb)
-    raise ValueError(f"unknown mining {mining!r}; choose one of {', '.join(MINING)}")
+    raise ConfigError(f"unknown mining {mining!r}; choose one of {', '.join(MINING)}")
 
 
 class KochHead(nn.Module):
@@ -180,7 +182,7 @@ def proto(
     least n_support items; a batch without queries gives a connected 0.
     """
     if n_support < 1:
-        raise ValueError(f"n_support must be >= 1, got {n_support}")
+        raise ConfigError(f"n_support must be >= 1, got {n_support}")
     classes, cls = torch.unique(labels, return_inverse=True)  # cls [B] in 0..C-1
     same = labels[:, None] == labels[None, :]
     rank = torch.tril(same, diagonal=-1).sum(1)  # position of each item within its class
@@ -188,7 +190,7 @@ def proto(
     onehot = F.one_hot(cls, len(classes)).T.to(emb.dtype)  # [C, B]
     sizes = onehot.sum(1)
     if (sizes < n_support).any():
-        raise ValueError(f"every class needs at least n_support={n_support} items in the batch")
+        raise ConfigError(f"every class needs at least n_support={n_support} items in the batch")
     weights = onehot * support.to(emb.dtype)
     prototypes = (weights @ emb) / weights.sum(1, keepdim=True)  # [C, D]
     queries = ~support
@@ -211,4 +213,4 @@ def get_loss(name: str) -> Callable[..., torch.Tensor]:
     try:
         return LOSSES[name]
     except KeyError:
-        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}") from None
+        raise ConfigError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}") from None

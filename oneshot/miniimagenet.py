@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from .cache import cache_key, fingerprint
-from .data import Split
+from .split import Split
 from .errors import DataError
 from .imagefolder import FORMAT, SPLITS, Catalogue, Files, check_size, decode_split, train_stats
 

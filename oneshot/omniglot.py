@@ -25,7 +25,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from .cache import cache_key, cached_arrays, fingerprint
-from .data import Split
+from .split import Split
 from .errors import DataError
 
 PROTOCOLS = ("vinyals", "lake", "lake-within", "lake-20runs")

@@ -1,14 +1,17 @@
-"""Tables, plots and the results README, generated from the records alone.
+"""Tables and the results README, generated from the records alone.
 
-`write_tables(results)` reads `results/records/**.json` and writes, per study, the main table
-(Markdown, LaTeX, CSV), the margin table and plot, the paired comparison table, the
-training curves and a CSV of every score; then `results/README.md`. The same records always
-give the same bytes.
+`write_tables(results)` reads `results/records/<study>/<configuration>/seed<k>/*.json` and
+writes, per study, the main table (Markdown, LaTeX, CSV), the margin table and plot, the
+paired comparison table, the training curves and a CSV of every score; then
+`results/README.md`. The same records always give the same bytes.
+
+A configuration trained with S seeds, each scored on the same E test episodes, is summarised
+from its accuracy matrix [S, E] by `stats.crossed` (seed and episode variance both in the
+interval); comparisons use `stats.paired_crossed` on matched seeds and the same episodes.
 """
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -16,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .provenance import atomic_write_text
-from .stats import holm, paired
+from .stats import crossed, holm, paired_crossed
 
 FAMILY_NAMES = {"contrastive-hard": "Contrastive, hardest pairs", "contrastive-active": "Contrastive, active pairs",
                 "contrastive-balanced": "Contrastive, all pairs",
@@ -43,6 +46,17 @@ PUBLISHED = {
 }
 
 
+NO_VAL_MARK = " †"
+NO_VAL_NOTE = ("† trained without a validation split: no margin could be chosen without looking at test, "
+               "so every configuration of this loss is shown.")
+COLLAPSED_MARK = " ‡"
+COLLAPSED_NOTE = ("‡ collapsed: the best validation accuracy of at least one seed does not beat raw pixels "
+                  "(nearest support, Euclidean) on the same validation episodes.")
+METHOD = ("95% CI from the crossed seeds x episodes design: two-way random-effects variance of the grand "
+          "mean (seed, episode and interaction parts), Cochran-Cox critical value; with one seed, "
+          "1.96 s / sqrt(E) over episodes")
+
+
 def family(cfg: dict) -> str:
     """The loss as a table row: triplet by mining, contrastive by pair weighting."""
     if cfg["loss"] == "triplet":
@@ -59,32 +73,60 @@ def has_margin(cfg: dict) -> bool:
 def load_records(results: Path) -> pd.DataFrame:
     """Every score record under `results/records` as one row (per_episode kept as an array)."""
     rows = []
-    for path in sorted((results / "records").glob("*/*/*.json")):
+    for path in sorted((results / "records").glob("*/*/seed*/*.json")):
         r = json.loads(path.read_text())
-        cfg = r["config"]
+        cfg, tr = r["config"], r["train"]
         rows.append({
-            "study": r["study"], "run": r["run"], "dataset": r["dataset"], "protocol": r["protocol"],
-            "ways": r["ways"], "shots": r["shots"], "queries": r["queries"], "classifier": r["classifier"],
-            "distance": r["distance"], "mean": r["mean"], "ci95": r["ci95"], "t_ci95": r["t_ci95"],
-            "episodes": r["episodes"], "family": family(cfg), "margin": cfg["margin"] if has_margin(cfg) else np.nan,
-            "val_acc": r["train"]["best_val_acc"], "train_s": r["train"]["wall_time_s"], "steps": cfg["steps"],
-            "normalize": cfg["normalize"], "per_episode": np.asarray(r["per_episode"]),
+            "study": r["study"], "run": r["run"], "seed": cfg["seed"], "dataset": r["dataset"],
+            "protocol": r["protocol"], "ways": r["ways"], "shots": r["shots"], "queries": r["queries"],
+            "classifier": r["classifier"], "distance": r["distance"], "mean": r["mean"], "ci95": r["ci95"],
+            "t_ci95": r["t_ci95"], "episodes": r["episodes"], "family": family(cfg),
+            "margin": cfg["margin"] if has_margin(cfg) else np.nan, "val_acc": tr["best_val_acc"],
+            "pixels_val_acc": tr.get("pixels_val_acc", np.nan), "train_s": tr["wall_time_s"], "steps": cfg["steps"],
+            "normalize": cfg["normalize"], "precision": cfg.get("precision", "fp32"),
+            "per_episode": np.asarray(r["per_episode"]),
             "main": (r["study_eval"].get("main_classifier", "nearest-support"),
                      r["study_eval"].get("main_distance", "euclidean")),
-            "curve": r["train"].get("curve", ""), "commit": r["train"]["commit"],
-            "versions": r["train"]["versions"], "device": r["train"]["device"], "embed_s": r["eval"]["embed_s"],
+            "curve": tr.get("curve", ""), "commit": tr["commit"], "versions": tr["versions"],
+            "device": tr["device"], "embed_s": r["eval"]["embed_s"],
         })
     if not rows:
         raise FileNotFoundError(f"no records under {results / 'records'}")
     return pd.DataFrame(rows)
 
 
-def _cell(mean: float, ci: float) -> str:
-    return f"{100 * mean:.2f} ± {100 * ci:.2f}"
+SCORE_KEYS = ["study", "run", "protocol", "ways", "shots", "classifier", "distance"]
+
+
+def configurations(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration and setting: the seeds' accuracies `acc` [S, E] (rows in seed
+    order), their crossed summary (mean, ci95, seeds, seed_sd), the seed-mean validation accuracy
+    and whether any seed collapsed (validation accuracy not above raw pixels)."""
+    rows = []
+    for key, g in df.groupby(SCORE_KEYS, sort=True):
+        g = g.sort_values("seed")
+        acc = np.stack(g.per_episode.to_numpy())
+        c = crossed(acc)
+        first = g.iloc[0]
+        rows.append({**dict(zip(SCORE_KEYS, key)), "dataset": first.dataset, "queries": first.queries,
+                     "episodes": first.episodes, "family": first.family, "margin": first.margin,
+                     "main": first["main"], "seed_list": tuple(g.seed), "acc": acc, "mean": c["mean"],
+                     "ci95": c["ci95"], "seeds": c["seeds"], "seed_sd": c["seed_sd"],
+                     "val_acc": g.val_acc.mean(), "collapsed": int((g.val_acc <= g.pixels_val_acc).sum())})
+    return pd.DataFrame(rows)
+
+
+def _cell(mean: float, ci: float, seeds: int = 1, seed_sd: float = np.nan) -> str:
+    text = f"{100 * mean:.2f} ± {100 * ci:.2f}"
+    return text if seeds == 1 else f"{text} ({seeds} seeds, sd {100 * seed_sd:.2f})"
 
 
 def _col(ways: int, shots: int) -> str:
     return f"{ways}w{shots}s"
+
+
+def _marks(row) -> str:
+    return (NO_VAL_MARK if np.isnan(row.val_acc) else "") + (COLLAPSED_MARK if row.collapsed else "")
 
 
 def _markdown(df: pd.DataFrame) -> str:
@@ -108,24 +150,39 @@ def _latex(df: pd.DataFrame, bold: set[tuple[int, str]]) -> str:
     return "\n".join(out) + "\n"
 
 
-def _best_runs(df: pd.DataFrame) -> pd.DataFrame:
-    """Per loss family, the run with the best validation accuracy (margins chosen on val, not test)."""
-    runs = df.drop_duplicates("run")
-    best = runs.loc[runs.groupby("family")["val_acc"].idxmax()]
-    order = [f for f in FAMILY_NAMES if f in set(best["family"])]
-    return best.set_index("family").loc[order].reset_index()
+def _family_order(families) -> list[str]:
+    known = [f for f in FAMILY_NAMES if f in set(families)]
+    return known + sorted(set(families) - set(known))
+
+
+def _main_view(df: pd.DataFrame, protocol: str) -> pd.DataFrame:
+    clf, dist = df["main"].iloc[0]
+    return df[(df.protocol == protocol) & (df.classifier == clf) & (df.distance == dist)]
+
+
+def _best_runs(d: pd.DataFrame) -> pd.DataFrame:
+    """Per loss family, the configuration with the best validation accuracy (seed mean; margins
+    chosen on validation, not test). A family none of whose configurations was validated
+    (val_split = "none") cannot be chosen without looking at test: all of them are kept."""
+    runs = d.drop_duplicates("run")
+    validated = runs[runs.val_acc.notna()]
+    best = validated.loc[validated.groupby("family")["val_acc"].idxmax()]
+    rest = runs[runs.val_acc.isna() & ~runs.family.isin(best.family)]
+    out = pd.concat([best, rest])
+    rank = {f: i for i, f in enumerate(_family_order(out.family))}
+    return out.assign(_rank=out.family.map(rank)).sort_values(["_rank", "run"]).drop(columns="_rank")
 
 
 def main_table(df: pd.DataFrame, protocol: str) -> tuple[pd.DataFrame, set]:
-    """One row per loss (best margin by validation), columns per setting, published rows below."""
-    clf, dist = df["main"].iloc[0]
-    d = df[(df.protocol == protocol) & (df.classifier == clf) & (df.distance == dist)]
-    setting_cols = sorted({(w, s) for w, s in zip(d.ways, d.shots)}, key=lambda t: (t[0], t[1]))
+    """One row per loss (best configuration by validation), columns per setting, published rows
+    below. `df` is `configurations(...)`."""
+    d = _main_view(df, protocol)
+    setting_cols = sorted({(w, s) for w, s in zip(d.ways, d.shots)})
     best = _best_runs(d)
     rows, bold = [], set()
     winners = {c: d[d.run.isin(best.run) & (d.ways == c[0]) & (d.shots == c[1])]["mean"].max() for c in setting_cols}
     for i, b in enumerate(best.itertuples()):
-        row = {"Loss": FAMILY_NAMES.get(b.family, b.family),
+        row = {"Loss": FAMILY_NAMES.get(b.family, b.family) + _marks(b),
                "Margin": "–" if np.isnan(b.margin) else f"{b.margin:g}"}
         for c in setting_cols:
             hit = d[(d.run == b.run) & (d.ways == c[0]) & (d.shots == c[1])]
@@ -133,7 +190,7 @@ def main_table(df: pd.DataFrame, protocol: str) -> tuple[pd.DataFrame, set]:
                 row[_col(*c)] = ""
                 continue
             h = hit.iloc[0]
-            text = _cell(h["mean"], h["ci95"])
+            text = _cell(h["mean"], h["ci95"], h["seeds"], h["seed_sd"])
             if h["mean"] == winners[c]:
                 text, _ = f"**{text}**", bold.add((i, _col(*c)))
             row[_col(*c)] = text
@@ -147,108 +204,71 @@ def main_table(df: pd.DataFrame, protocol: str) -> tuple[pd.DataFrame, set]:
 
 
 def margin_table(df: pd.DataFrame, protocol: str) -> pd.DataFrame:
-    clf, dist = df["main"].iloc[0]
-    d = df[(df.protocol == protocol) & (df.classifier == clf) & (df.distance == dist) & df.margin.notna()]
+    """One row per configuration of a margin-based loss (configurations that share a family and
+    a margin but differ in another key each keep their row), by family, margin and name."""
+    d = _main_view(df, protocol)
+    d = d[d.margin.notna()]
+    rank = {f: i for i, f in enumerate(_family_order(d.family))}
+    d = d.assign(_rank=d.family.map(rank))
     rows = []
-    for (fam, margin), g in d.groupby(["family", "margin"], sort=True):
-        row = {"Loss": FAMILY_NAMES.get(fam, fam), "Margin": f"{margin:g}",
-               "Val acc": f"{100 * g.val_acc.iloc[0]:.2f}"}
+    for (_, margin, run), g in d.groupby(["_rank", "margin", "run"], sort=True):
+        r0 = g.iloc[0]
+        row = {"Loss": FAMILY_NAMES.get(r0.family, r0.family) + _marks(r0), "Margin": f"{margin:g}",
+               "Configuration": run, "Val acc": "–" if np.isnan(r0.val_acc) else f"{100 * r0.val_acc:.2f}"}
         for r in g.sort_values(["ways", "shots"]).itertuples():
-            row[_col(r.ways, r.shots)] = _cell(r.mean, r.ci95)
+            row[_col(r.ways, r.shots)] = _cell(r.mean, r.ci95, r.seeds, r.seed_sd)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
+def reference(df: pd.DataFrame) -> str | None:
+    """The configuration with the best validation accuracy (seed mean); None if none was validated."""
+    runs = df.drop_duplicates("run").dropna(subset=["val_acc"]).sort_values(["val_acc", "run"], ascending=[False, True])
+    return None if runs.empty else runs.run.iloc[0]
+
+
 def paired_table(df: pd.DataFrame, protocol: str) -> pd.DataFrame:
-    """Per setting: every configuration against the best one, on the same episodes."""
-    clf, dist = df["main"].iloc[0]
-    d = df[(df.protocol == protocol) & (df.classifier == clf) & (df.distance == dist)]
+    """Per setting: every configuration against the reference (best on validation), on matched
+    seeds and the same episodes; Holm over the rows of a setting."""
+    d = _main_view(df, protocol)
+    ref = reference(d)
     rows = []
     for (w, s), g in d.groupby(["ways", "shots"], sort=True):
-        g = g.sort_values(["mean", "run"], ascending=[False, True])
-        top = g.iloc[0]
+        top = g[g.run == ref]
+        if top.empty:
+            continue
+        top = top.iloc[0]
         block = []
-        for r in g.iloc[1:].itertuples():
-            p = paired(r.per_episode, top.per_episode)
-            block.append({"Setting": _col(w, s), "Configuration": r.run, "Best": top.run,
-                          "Difference": _cell(p["diff"], p["diff_ci95"]), "p (t-test)": p["p_t"],
-                          "p (Wilcoxon)": p["p_wilcoxon"]})
+        for r in g[g.run != ref].sort_values(["mean", "run"], ascending=[False, True]).itertuples():
+            seeds = sorted(set(r.seed_list) & set(top.seed_list))
+            if not seeds:
+                continue
+            a = r.acc[[r.seed_list.index(k) for k in seeds]]
+            b = top.acc[[top.seed_list.index(k) for k in seeds]]
+            p = paired_crossed(a, b)
+            block.append({"Setting": _col(w, s), "Configuration": r.run + _marks(r), "Reference": ref,
+                          "Seeds": len(seeds), "Difference": _cell(p["diff"], p["diff_ci95"]), "p": p["p"]})
         if block:
-            adj = holm([b["p (t-test)"] for b in block])
-            for b, a in zip(block, adj):
-                b["p Holm"] = f"{a:.2g}"
-                b["p (t-test)"] = f"{b['p (t-test)']:.2g}"
-                b["p (Wilcoxon)"] = f"{b['p (Wilcoxon)']:.2g}"
+            for b_, adj in zip(block, holm([b_["p"] for b_ in block])):
+                b_["p"], b_["p Holm"] = f"{b_['p']:.2g}", f"{adj:.2g}"
             rows += block
     return pd.DataFrame(rows)
 
 
-def _savefig(fig, path: Path) -> None:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buf.getvalue())
-    tmp.replace(path)
-
-
-def margin_plot(df: pd.DataFrame, protocol: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    clf, dist = df["main"].iloc[0]
-    d = df[(df.protocol == protocol) & (df.classifier == clf) & (df.distance == dist) & df.margin.notna()]
-    sets = sorted({(w, s) for w, s in zip(d.ways, d.shots)})
-    fig, axes = plt.subplots(1, len(sets), figsize=(3.6 * len(sets), 3.2), squeeze=False)
-    for ax, (w, s) in zip(axes[0], sets):
-        for fam, g in d[(d.ways == w) & (d.shots == s)].groupby("family", sort=True):
-            g = g.sort_values("margin")
-            ax.errorbar(g.margin, 100 * g["mean"], yerr=100 * g.ci95, marker="o", capsize=3,
-                        label=FAMILY_NAMES.get(fam, fam))
-        ax.set_title(f"{w}-way {s}-shot")
-        ax.set_xlabel("margin")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("accuracy % (95% CI)")
-    axes[0][-1].legend(fontsize=7)
-    fig.suptitle(f"{d.study.iloc[0]}: accuracy against margin ({protocol}, {clf}, {dist})", fontsize=9, y=1.03)
-    _savefig(fig, path)
-    plt.close(fig)
-
-
-def curves_plot(df: pd.DataFrame, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    runs = df.drop_duplicates("run").sort_values("run")
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for r in runs.itertuples():
-        c = pd.read_csv(io.StringIO(r.curve))
-        a1.plot(c.step, c.loss, label=r.run)
-        a2.plot(c.step, 100 * c.val_acc, label=r.run)
-    a1.set(xlabel="step", ylabel="training loss (mean since last point)", yscale="log")
-    a2.set(xlabel="step", ylabel="validation accuracy %")
-    a2.legend(fontsize=6, ncol=2)
-    for a in (a1, a2):
-        a.grid(alpha=0.3)
-    fig.suptitle(f"{runs.study.iloc[0]}: training curves", fontsize=9)
-    _savefig(fig, path)
-    plt.close(fig)
-
-
 def write_tables(results: Path, out: Path | None = None) -> list[Path]:
     """Regenerate every table and plot from `results/records`; returns the paths written."""
+    from .plots import curves_plot, margin_plot
+
     out = out or results
     df = load_records(results)
+    conf = configurations(df)
     written = []
 
     def put(path: Path, text: str):
         atomic_write_text(path, text)
         written.append(path)
 
-    for study, sd in df.groupby("study", sort=True):
+    for study, sd in conf.groupby("study", sort=True):
         folder = out / study
         folder.mkdir(parents=True, exist_ok=True)
         clf, dist = sd["main"].iloc[0]
@@ -257,34 +277,42 @@ def write_tables(results: Path, out: Path | None = None) -> list[Path]:
             main, bold = main_table(pd_, protocol)
             q = ", ".join(f"{_col(w, s)}: {qq} quer{'y' if qq == 1 else 'ies'}/class" for w, s, qq in
                           sorted({(w, s, qq) for w, s, qq in zip(pd_.ways, pd_.shots, pd_.queries)}))
-            head = (f"# {study}: {protocol}, test accuracy % (mean ± 95% CI over {pd_.episodes.iloc[0]} episodes; "
-                    f"{q})\n\nClassifier: {clf}, distance: {dist}. Each loss at its margin with the best "
-                    f"validation accuracy; best of our rows per column in bold.\n\n")
-            put(folder / f"main-{protocol}.md", head + _markdown(main))
+            seeds = sorted(set(pd_.seeds))
+            head = (f"# {study}: {protocol}, test accuracy % (mean ± 95% CI over {pd_.episodes.iloc[0]} episodes "
+                    f"and {'/'.join(map(str, seeds))} training seed{'s' if seeds != [1] else ''}; {q})\n\n"
+                    f"Classifier: {clf}, distance: {dist}. Each loss at its configuration with the best "
+                    f"validation accuracy (mean over seeds); best of our rows per column in bold. {METHOD}; "
+                    "sd: standard deviation of the per-seed means.\n\n")
+            notes = [n for mark, n in ((NO_VAL_MARK, NO_VAL_NOTE), (COLLAPSED_MARK, COLLAPSED_NOTE))
+                     if main.Loss.str.contains(mark.strip()).any()]
+            put(folder / f"main-{protocol}.md", head + _markdown(main) + "".join(f"\n{n}\n" for n in notes))
             put(folder / f"main-{protocol}.tex", _latex(main, bold))
             put(folder / f"main-{protocol}.csv", main.to_csv(index=False))
             mt = margin_table(pd_, protocol)
             if not mt.empty:
                 put(folder / f"margins-{protocol}.md", f"# {study}: accuracy against margin ({protocol}, {clf}, "
-                    f"{dist})\n\n" + _markdown(mt))
-                margin_plot(pd_, protocol, folder / f"margins-{protocol}.png")
+                    f"{dist}; {METHOD})\n\n" + _markdown(mt))
+                margin_plot(_main_view(pd_, protocol), protocol, folder / f"margins-{protocol}.png", FAMILY_NAMES)
                 written.append(folder / f"margins-{protocol}.png")
             pt = paired_table(pd_, protocol)
             if not pt.empty:
-                put(folder / f"paired-{protocol}.md", f"# {study}: every configuration against the best, "
-                    f"same episodes ({protocol}, {clf}, {dist})\n\nDifference = configuration - best, "
-                    "accuracy points with 95% CI; paired t-test and Wilcoxon signed-rank p-values; "
-                    "Holm correction over the rows of each setting.\n\n" + _markdown(pt))
-        full = sd.drop(columns=["per_episode", "curve", "main", "versions"]).sort_values(
-            ["protocol", "run", "ways", "shots", "classifier", "distance"])
+                put(folder / f"paired-{protocol}.md", f"# {study}: every configuration against the reference, "
+                    f"same episodes ({protocol}, {clf}, {dist})\n\nReference: the configuration with the best "
+                    "validation accuracy (mean over seeds), never chosen on test. Difference = configuration - "
+                    "reference, accuracy points, per (seed, episode) on matched seeds, with its 95% CI "
+                    "and p-value from the same crossed seeds x episodes variance; Holm correction over the rows "
+                    "of each setting.\n\n" + _markdown(pt))
+        runs = df[df.study == study]
+        full = runs.drop(columns=["per_episode", "curve", "main", "versions"]).sort_values(
+            ["protocol", "run", "seed", "ways", "shots", "classifier", "distance"])
         put(folder / "all-scores.csv", full.to_csv(index=False, float_format="%.6f"))
-        curves_plot(sd, folder / "curves.png")
+        curves_plot(runs, folder / "curves.png")
         written.append(folder / "curves.png")
-    put(out / "README.md", _readme(results, df))
+    put(out / "README.md", _readme(results, df, conf))
     return written
 
 
-def _readme(results: Path, df: pd.DataFrame) -> str:
+def _readme(results: Path, df: pd.DataFrame, conf: pd.DataFrame) -> str:
     lines = ["# results/", "",
              "Generated by `oneshot benchmark` and `oneshot table`; never edited by hand. Every number comes "
              "from the records in `records/` (one JSON per run, protocol and setting, with config, seed, "
@@ -294,10 +322,10 @@ def _readme(results: Path, df: pd.DataFrame) -> str:
         b = json.loads(path.read_text())
         studies = sorted({r.split("/")[0] for r in b["runs"]})
         sub = df[df.study.isin(studies)]
-        train_s = sub.drop_duplicates(["study", "run"]).train_s.sum()
-        embed_s = sub.drop_duplicates(["study", "run", "protocol"]).embed_s.sum()
+        train_s = sub.drop_duplicates(["study", "run", "seed"]).train_s.sum()
+        embed_s = sub.drop_duplicates(["study", "run", "seed", "protocol"]).embed_s.sum()
         lines += [f"## Preset `{b['preset']}`", "", b.get("description", ""), "",
-                  f"- command: `{b['command']}` (preset file `experiments/presets/{b['preset_file']}`)",
+                  f"- command: `{b['command']}` (preset file `oneshot/presets/{b['preset_file']}`)",
                   f"- studies: {', '.join(studies)}; {len(b['runs'])} runs",
                   f"- training time, summed over runs: {train_s / 60:.1f} min; test-set embedding: "
                   f"{embed_s / 60:.1f} min; device: {sub.device.iloc[0] if len(sub) else b['device']}",
@@ -307,13 +335,26 @@ def _readme(results: Path, df: pd.DataFrame) -> str:
                      if "runs_trained_this_invocation" in b else ""),
                   f"- commits of the runs: {', '.join(sorted(sub.commit.unique()))}",
                   f"- versions: {json.dumps(sub.versions.iloc[0] if len(sub) else b['versions'])}", ""]
+        collapsed = conf[conf.study.isin(studies) & (conf.collapsed > 0)].drop_duplicates(["study", "run"])
+        unchecked = sub[sub.pixels_val_acc.isna() & sub.val_acc.notna()].drop_duplicates(["study", "run", "seed"])
+        if len(collapsed):
+            lines += ["- collapsed (best validation accuracy of a seed not above raw pixels on the same "
+                      "validation episodes): " + ", ".join(f"{r.study}/{r.run} ({r.collapsed} of {r.seeds} seeds)"
+                                                           for r in collapsed.itertuples()), ""]
+        if len(unchecked):
+            lines += [f"- {len(unchecked)} runs were trained before runs recorded the raw-pixels validation "
+                      "accuracy: the collapse check does not cover them", ""]
     lines += ["## Files, per study folder", "",
-              "- `main-<protocol>.{md,tex,csv}`: one row per loss at its best margin (chosen on validation "
-              "accuracy), columns per setting as `mean ± 95% CI`, best per column in bold, published anchors "
-              "below (marked published, with their source).",
-              "- `margins-<protocol>.{md,png}`: accuracy against margin for each margin-based loss, 95% CI bars.",
-              "- `paired-<protocol>.md`: every configuration against the best on the same test episodes: mean "
-              "difference with 95% CI, paired t-test and Wilcoxon p-values, Holm-corrected per setting.",
+              "- `main-<protocol>.{md,tex,csv}`: one row per loss at its best configuration (chosen on validation "
+              "accuracy, mean over seeds), columns per setting as `mean ± 95% CI (S seeds, sd)`, best per "
+              "column in bold, published anchors below (marked published, with their source).",
+              f"- Intervals: {METHOD}. The mean is the mean of the per-seed means, every seed scored on the "
+              "same test episodes; sd is the standard deviation of the per-seed means.",
+              "- `margins-<protocol>.{md,png}`: accuracy against margin for each margin-based configuration, "
+              "95% CI bars.",
+              "- `paired-<protocol>.md`: every configuration against the reference (best on validation) on the "
+              "same test episodes and matched seeds: mean difference with 95% CI and p-value from the same "
+              "crossed variance, Holm-corrected per setting.",
               "- `curves.png`: training loss and validation accuracy of every run.",
               "- `all-scores.csv`: every run x protocol x setting x classifier x distance.", ""]
     return "\n".join(lines)

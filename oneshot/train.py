@@ -8,6 +8,7 @@ Every file is written atomically, so an interrupted run can be resumed or restar
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -17,10 +18,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from . import losses
+from . import losses, precision
 from .augment import augment
 from .config import Config, from_dict
-from .data import Split, load_split
+from .data import load_split
+from .split import Split
 from .encoders import Siamese, build_encoder
 from .losses import KochHead
 from .episodes import generator, sample_batch, sample_episodes
@@ -56,7 +58,12 @@ def batch_loss(cfg: Config, emb: torch.Tensor, labels: torch.Tensor, head: KochH
         return losses.triplet(emb, labels, cfg.margin, cfg.distance, cfg.mining)
     if cfg.loss == "koch":
         return losses.koch(emb, labels, head)
-    return losses.proto(emb, labels, cfg.batch_shots - 1, "sqeuclidean" if cfg.distance == "euclidean" else cfg.distance)
+    return losses.proto(emb, labels, cfg.batch_shots - 1, cfg.distance)
+
+
+def resolved(cfg: Config) -> Config:
+    """`cfg` with its precision resolved for its device ("auto" -> "bf16" or "fp32")."""
+    return dataclasses.replace(cfg, precision=precision.resolve(cfg.precision, cfg.device))
 
 
 def place(cfg: Config, model: Siamese, head: KochHead | None) -> None:
@@ -70,12 +77,21 @@ def place(cfg: Config, model: Siamese, head: KochHead | None) -> None:
 
 def step_loss(cfg: Config, split: Split, model: Siamese, head: KochHead | None,
               g: torch.Generator) -> tuple[torch.Tensor, int]:
-    """Draw one P x K batch, augment, embed -> (its loss, the number of images)."""
+    """Draw one P x K batch, augment, embed -> (its loss, the number of images).
+
+    The batch is gathered, normalised and augmented where `split.images` lives (move the split
+    to the device once with `Split.to`); indices and random draws come from the CPU generator
+    `g`, so every device sees the same stream. The encoder runs in `cfg.precision` (resolved),
+    the loss in fp32."""
     idx, labels = sample_batch(split, cfg.batch_classes, cfg.batch_shots, g)
-    x = augment(split.to_float(split.images[idx]), cfg.augment, g).to(cfg.device)
+    dev = split.images.device
+    x = augment(split.to_float(split.images[idx.to(dev, non_blocking=True)]), cfg.augment, g)
+    x = x.to(cfg.device, non_blocking=True)
     if cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    return batch_loss(cfg, model(x), labels.to(cfg.device), head), len(idx)
+    with precision.autocast(cfg.precision, cfg.device):
+        emb = model(x)
+    return batch_loss(cfg, emb.float(), labels.to(cfg.device, non_blocking=True), head), len(idx)
 
 
 def _save(path: Path, obj) -> None:
@@ -84,24 +100,48 @@ def _save(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
-def validate(model: Siamese, cfg: Config, val: Split, episodes: torch.Tensor) -> float:
-    """Mean accuracy of nearest support (euclidean) on the fixed validation episodes."""
-    model.eval()
-    emb = embed_split(model, val, device=cfg.device, progress=False)
-    acc = score_episodes(emb, episodes, cfg.val_shots, "nearest-support", "euclidean")
-    model.train()
-    return float(acc.mean())
+def validate(model: Siamese | None, cfg: Config, val: Split, episodes: torch.Tensor) -> float:
+    """Mean accuracy of nearest support (euclidean) on the fixed validation episodes; with
+    `model` None, of the raw pixels (the bar a run must clear not to count as collapsed)."""
+    if model is None:
+        emb = embed_split(lambda x: x.flatten(1), val, device=val.images.device, progress=False)
+    else:
+        model.eval()
+        emb = embed_split(model, val, device=cfg.device, progress=False, precision=cfg.precision)
+        model.train()
+    return float(score_episodes(emb, episodes, cfg.val_shots, "nearest-support", "euclidean").mean())
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint with every tensor on the CPU; `load_state_dict` then copies the model and
+    optimiser state to wherever their parameters live, and the generator state (which only a
+    CPU byte tensor may set) stays where it must be."""
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def restore(state: dict, model: Siamese, head: KochHead | None, opt, sched, g: torch.Generator) -> None:
+    """Put a `last.pt` state back into a model and optimiser on any device."""
+    model.load_state_dict(state["model"])
+    if head is not None:
+        head.load_state_dict(state["head"])
+    opt.load_state_dict(state["opt"])
+    sched.load_state_dict(state["sched"])
+    g.set_state(state["rng"])
 
 
 def train(cfg: Config, out: str | Path, data_root=None, resume: bool = True, progress: bool = True) -> Path:
-    """Train `cfg` into run directory `out`; resume from `out/last.pt` when it matches."""
+    """Train `cfg` into run directory `out`; resume from `out/last.pt` when it matches.
+
+    A run directory is the same run when its stored config has the same identity
+    (`Config.identity`): it may be resumed or finished on another device."""
+    cfg = resolved(cfg)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "config.json"
     if not resume:
         for name in ("last.pt", "best.pt", "curve.csv", "run.json"):
             (out / name).unlink(missing_ok=True)
-    elif cfg_path.exists() and json.loads(cfg_path.read_text()) != cfg.to_dict():
+    elif cfg_path.exists() and stored_identity(cfg_path) != cfg.identity():
         raise TrainingError(f"{out} holds a run with a different config; use another --out, "
                             f"or --restart to overwrite it")
     atomic_write_text(cfg_path, json.dumps(cfg.to_dict(), indent=2))
@@ -110,12 +150,13 @@ def train(cfg: Config, out: str | Path, data_root=None, resume: bool = True, pro
         if status == "finished":
             return out
 
-    train_split = load_split(cfg.dataset, cfg.protocol, cfg.train_split, data_root, cfg.image_size)
+    train_split = load_split(cfg.dataset, cfg.protocol, cfg.train_split, data_root, cfg.image_size).to(cfg.device)
     val_split = val_episodes = None
     if cfg.val_split != "none":  # "none": no validation split; the last checkpoint is kept
         val_split = load_split(cfg.dataset, cfg.protocol, cfg.val_split, data_root, cfg.image_size)
         val_episodes = sample_episodes(val_split, cfg.val_ways, cfg.val_shots, cfg.val_queries,
                                        cfg.val_episodes, seed=cfg.seed + 1)
+        val_split = val_split.to(cfg.device)
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)  # weight initialisation
         model, head = build_model(cfg, train_split.images.shape[1])
@@ -123,60 +164,80 @@ def train(cfg: Config, out: str | Path, data_root=None, resume: bool = True, pro
     place(cfg, model, head)
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
+    scaler = precision.grad_scaler(cfg.precision, cfg.device)
     g = generator(cfg.seed)
     start, best, curve, elapsed = 0, -1.0, [], 0.0
     last = out / "last.pt"
     if resume and last.exists():
-        state = torch.load(last, map_location=cfg.device, weights_only=False)
-        model.load_state_dict(state["model"])
-        if head is not None:
-            head.load_state_dict(state["head"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        g.set_state(state["rng"])
+        state = load_checkpoint(last)
+        restore(state, model, head, opt, sched, g)
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         start, best, curve, elapsed = state["step"], state["best"], state["curve"], state["elapsed"]
 
-    record = {"status": "running", "seed": cfg.seed, **provenance(cfg.device)}
+    record = {"status": "running", "seed": cfg.seed, "precision": cfg.precision, **provenance(cfg.device),
+              "pixels_val_acc": validate(None, cfg, val_split, val_episodes) if val_split is not None else math.nan}
     atomic_write_text(out / "run.json", json.dumps(record, indent=2))
     t0 = time.perf_counter() - elapsed
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=cfg.name,
                disable=not progress, unit="step")
-    window_t, window_imgs, loss_sum, loss_n = time.perf_counter(), 0, 0.0, 0
+    # The loss is summed on the device and read back (one host synchronisation) only when the
+    # progress bar or a checkpoint needs it, every 20 steps and at validation points.
+    window_t, window_imgs, loss_sum, loss_n = time.perf_counter(), 0, torch.zeros((), device=cfg.device), 0
     for step in bar:
         loss, n_images = step_loss(cfg, train_split, model, head, g)
-        if not torch.isfinite(loss):
-            bar.close()
-            raise TrainingError(f"{cfg.name}: the loss is {loss.item()} at step {step + 1}; stopping "
-                                f"(try a lower lr or a normalised embedding). Resuming restarts from the last validation point.")
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        if scaler is None:
+            loss.backward()
+            opt.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
         sched.step()
-        loss_sum, loss_n, window_imgs = loss_sum + loss.item(), loss_n + 1, window_imgs + n_images
+        loss_sum, loss_n, window_imgs = loss_sum + loss.detach(), loss_n + 1, window_imgs + n_images
         done = step + 1
-        if done % cfg.val_every == 0 or done == cfg.steps:
-            rate = window_imgs / (time.perf_counter() - window_t)
-            acc = validate(model, cfg, val_split, val_episodes) if val_split is not None else math.nan
-            curve.append({"step": done, "loss": loss_sum / loss_n, "val_acc": acc, "images_per_s": rate,
-                          "lr": sched.get_last_lr()[0]})
-            if acc > best or val_split is None:
-                best = acc
-                _save(out / "best.pt", {"config": cfg.to_dict(), "model": model.state_dict(), "step": done,
-                                        "val_acc": acc, "in_channels": train_split.images.shape[1]})
-            _save(last, {"model": model.state_dict(), "head": head.state_dict() if head else None,
-                         "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": g.get_state(),
-                         "step": done, "best": best, "curve": curve, "elapsed": time.perf_counter() - t0})
-            _write_curve(out, curve)
-            bar.set_postfix(loss=f"{loss_sum / loss_n:.4f}", val=f"{acc:.4f}", img_s=f"{rate:.0f}")
-            window_t, window_imgs, loss_sum, loss_n = time.perf_counter(), 0, 0.0, 0
-        elif done % 20 == 0:
-            bar.set_postfix(loss=f"{loss_sum / loss_n:.4f}", img_s=f"{window_imgs / (time.perf_counter() - window_t):.0f}")
+        validating = done % cfg.val_every == 0 or done == cfg.steps
+        if not (validating or done % 20 == 0):
+            continue
+        mean_loss = loss_sum.item() / loss_n
+        if not math.isfinite(mean_loss):
+            bar.close()
+            raise TrainingError(f"{cfg.name}: the loss is {mean_loss} within steps {done - loss_n + 1}-{done}; "
+                                "stopping (try a lower lr or a normalised embedding). Resuming restarts "
+                                "from the last validation point.")
+        rate = window_imgs / (time.perf_counter() - window_t)
+        if not validating:
+            bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{rate:.0f}")
+            continue
+        acc = validate(model, cfg, val_split, val_episodes) if val_split is not None else math.nan
+        curve.append({"step": done, "loss": mean_loss, "val_acc": acc, "images_per_s": rate,
+                      "lr": sched.get_last_lr()[0]})
+        if acc > best or val_split is None:
+            best = acc
+            _save(out / "best.pt", {"config": cfg.to_dict(), "model": model.state_dict(), "step": done,
+                                    "val_acc": acc, "in_channels": train_split.images.shape[1]})
+        _save(last, {"model": model.state_dict(), "head": head.state_dict() if head else None,
+                     "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": g.get_state(),
+                     "scaler": scaler.state_dict() if scaler is not None else None,
+                     "step": done, "best": best, "curve": curve, "elapsed": time.perf_counter() - t0})
+        _write_curve(out, curve)
+        bar.set_postfix(loss=f"{mean_loss:.4f}", val=f"{acc:.4f}", img_s=f"{rate:.0f}")
+        window_t, window_imgs, loss_sum, loss_n = time.perf_counter(), 0, torch.zeros((), device=cfg.device), 0
     bar.close()
     record.update(status="finished", wall_time_s=round(time.perf_counter() - t0, 1), best_val_acc=best,
                   steps=cfg.steps)
     atomic_write_text(out / "run.json", json.dumps(record, indent=2))
     last.unlink(missing_ok=True)
     return out
+
+
+def stored_identity(path: Path) -> dict | None:
+    """The identity of the config stored in a JSON file (None when it is not a valid config)."""
+    try:
+        return from_dict(json.loads(Path(path).read_text())).identity()
+    except (OSError, ValueError, OneshotError):
+        return None
 
 
 def _write_curve(out: Path, curve: list[dict]) -> None:
@@ -191,7 +252,7 @@ def load_encoder(run_dir: str | Path, device: str = "cpu") -> tuple[Siamese, Con
     if not path.exists():
         raise OneshotError(f"no trained encoder in {run_dir}: {path.name} is missing "
                            f"(train one with: oneshot train --config ... --out {run_dir})")
-    state = torch.load(path, map_location=device, weights_only=False)
+    state = load_checkpoint(path)
     cfg = from_dict(state["config"])
     model, _ = build_model(cfg, state["in_channels"])
     model.load_state_dict(state["model"])

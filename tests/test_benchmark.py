@@ -7,6 +7,7 @@ import json
 import pytest
 
 from oneshot import benchmark as bm
+from oneshot import study as study_mod
 from oneshot.cli import main
 from oneshot.errors import OneshotError
 
@@ -23,7 +24,7 @@ val_ways = 3
 val_queries = 2
 val_episodes = 10
 [study.eval]
-protocols = ["vinyals", "lake-20runs"]
+protocols = ["vinyals"]
 settings = [[3, 1, 2], [5, 2, 3]]
 episodes = 25
 seed = 7
@@ -44,6 +45,31 @@ margin = 0.5
 [[study.runs]]
 name = "proto"
 loss = "proto"
+distance = "sqeuclidean"
+
+# Lake protocols need an encoder that never saw an evaluation character, and Lake training has
+# no validation split: each run is kept at its last step and shown in the tables.
+[[study]]
+name = "tiny-lake"
+[study.base]
+protocol = "lake"
+val_split = "none"
+steps = 4
+batch_classes = 4
+batch_shots = 4
+val_every = 2
+[study.eval]
+protocols = ["lake-20runs"]
+classifiers = ["nearest-support"]
+distances = ["euclidean"]
+[[study.runs]]
+name = "contrastive-m0.5"
+loss = "contrastive"
+margin = 0.5
+[[study.runs]]
+name = "contrastive-m1.0"
+loss = "contrastive"
+margin = 1.0
 """
 
 
@@ -61,9 +87,10 @@ def bench(preset, tmp_path, root, **kw):
 def test_records_tables_and_byte_for_byte_regeneration(small_omniglot, tmp_path, preset, capsys):
     bench(preset, tmp_path, small_omniglot)
     results = tmp_path / "results"
-    records = sorted((results / "records" / "tiny").glob("*/*.json"))
-    # 4 runs x (vinyals: 2 settings x 2 classifiers x 2 distances + lake-20runs: 1 x 2 x 2)
-    assert len(records) == 4 * (8 + 4)
+    records = sorted((results / "records" / "tiny").glob("*/seed0/*.json"))
+    # 4 runs x vinyals: 2 settings x 2 classifiers x 2 distances
+    assert len(records) == 4 * 8
+    assert len(list((results / "records" / "tiny-lake").glob("*/seed0/lake-20runs-*.json"))) == 2
     r = json.loads(records[0].read_text())
     for key in ("config", "per_episode", "mean", "ci95", "t_ci95", "episode_seed", "train", "eval"):
         assert key in r
@@ -73,8 +100,10 @@ def test_records_tables_and_byte_for_byte_regeneration(small_omniglot, tmp_path,
     vin = [json.loads(p.read_text()) for p in records if "vinyals-5w2s-nearest-support-euclidean" in p.name]
     assert len(vin) == 4 and {len(v["per_episode"]) for v in vin} == {25}
     for name in ("main-vinyals.md", "main-vinyals.tex", "main-vinyals.csv", "margins-vinyals.md",
-                 "margins-vinyals.png", "paired-vinyals.md", "curves.png", "all-scores.csv", "main-lake-20runs.md"):
+                 "margins-vinyals.png", "paired-vinyals.md", "curves.png", "all-scores.csv"):
         assert (results / "tiny" / name).is_file(), name
+    lake_md = (results / "tiny-lake" / "main-lake-20runs.md").read_text()
+    assert lake_md.count("| Contrastive, all pairs †") == 2 and "without a validation split" in lake_md
     main_md = (results / "tiny" / "main-vinyals.md").read_text()
     assert "ProtoNet (published" in main_md and main_md.count("**") >= 4
     assert "| Contrastive, all pairs |" in main_md and "| Prototypical | – |" in main_md
@@ -83,7 +112,7 @@ def test_records_tables_and_byte_for_byte_regeneration(small_omniglot, tmp_path,
     regen = tmp_path / "regen"
     capsys.readouterr()
     assert main(["table", str(results), "--out", str(regen)]) == 0
-    produced = [p for p in (results / "tiny").iterdir()] + [results / "README.md"]
+    produced = [p for study in ("tiny", "tiny-lake") for p in (results / study).iterdir()] + [results / "README.md"]
     for p in produced:
         twin = regen / p.relative_to(results)
         assert twin.is_file() and filecmp.cmp(p, twin, shallow=False), p.name
@@ -110,7 +139,7 @@ def test_a_killed_benchmark_continues_where_it_stopped(small_omniglot, tmp_path,
     monkeypatch.setattr(bm, "evaluate_run", dies_on_third)
     with pytest.raises(KeyboardInterrupt):
         bench(preset, tmp_path, small_omniglot)
-    done = {p.parent.name for p in (tmp_path / "results" / "records" / "tiny").glob("*/*.json")}
+    done = {p.parent.parent.name for p in (tmp_path / "results" / "records" / "tiny").glob("*/seed0/*.json")}
     assert done == set(seen[:2])
 
     trained = []
@@ -119,26 +148,11 @@ def test_a_killed_benchmark_continues_where_it_stopped(small_omniglot, tmp_path,
     monkeypatch.setattr(train_mod, "train", lambda cfg, *a, **k: (trained.append(cfg.name), real_train(cfg, *a, **k))[1])
     monkeypatch.setattr(bm, "evaluate_run", real)
     bench(preset, tmp_path, small_omniglot)
-    assert set(trained) == {"triplet-hard-m0.5", "proto"}, "finished runs are not repeated"
+    # the rest of study tiny, then study tiny-lake; finished runs are not repeated
+    assert trained == ["triplet-hard-m0.5", "proto", "contrastive-m0.5", "contrastive-m1.0"]
     trained.clear()
     bench(preset, tmp_path, small_omniglot)
     assert trained == []
-
-
-def test_unknown_preset_lists_the_known_ones(tmp_path):
-    with pytest.raises(OneshotError, match="known presets: .*default.*smoke"):
-        bm.load_preset("no-such-preset")
-
-
-def test_committed_presets_are_valid():
-    for name in ("default", "smoke"):
-        header, studies = bm.load_preset(name)
-        assert studies and all(st.runs for st in studies)
-    _, (study,) = bm.load_preset("default")
-    losses = {(c.loss, c.mining if c.loss == "triplet" else "") for c in study.runs}
-    assert {("triplet", "hard"), ("triplet", "semihard"), ("triplet", "all"), ("koch", ""), ("proto", "")} <= losses
-    assert len({c.margin for c in study.runs if c.loss == "contrastive"}) >= 3
-    assert len({c.margin for c in study.runs if c.loss == "triplet" and c.mining == "hard"}) >= 3
 
 
 @pytest.mark.slow
@@ -146,7 +160,7 @@ def test_smoke_preset_end_to_end_on_real_data(real_root, tmp_path):
     bm.run_benchmark("smoke", tmp_path / "results", real_root, runs_dir=tmp_path / "runs", progress=False)
     main_md = (tmp_path / "results" / "omniglot-smoke" / "main-vinyals.md").read_text()
     assert "5w1s" in main_md and "20w1s" in main_md
-    rec = json.loads(next((tmp_path / "results" / "records").glob("omniglot-smoke/proto/vinyals-5w1s-*.json")).read_text())
+    rec = json.loads(next((tmp_path / "results" / "records").glob("omniglot-smoke/proto/seed0/vinyals-5w1s-*.json")).read_text())
     assert rec["episodes"] == 100 and rec["train"]["status"] == "finished"
 
 
@@ -211,10 +225,70 @@ loss = "proto"
 normalize = false
 """)
     bench(str(preset), tmp_path, tmp_path)
-    records = sorted((tmp_path / "results" / "records" / "photos").glob("*/splits-3w1s-*.json"))
-    assert [p.parent.name for p in records] == ["proto", "triplet-hard-m0.2"]
+    records = sorted((tmp_path / "results" / "records" / "photos").glob("*/seed0/splits-3w1s-*.json"))
+    assert [p.parent.parent.name for p in records] == ["proto", "triplet-hard-m0.2"]
     a, b = (json.loads(p.read_text()) for p in records)
     assert len(a["per_episode"]) == 20 and a["config"]["augment"] == "natural"
     assert a["train"]["status"] == "finished"
     main_md = (tmp_path / "results" / "photos" / "main-splits.md").read_text()
     assert "Prototypical" in main_md and "Triplet, batch-hard" in main_md
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_benchmark_with_nothing_to_train_changes_no_file(small_omniglot, tmp_path, preset, capsys):
+    bench(preset, tmp_path, small_omniglot)
+    before = _snapshot(tmp_path / "results")
+    capsys.readouterr()
+    bench(preset, tmp_path, small_omniglot)
+    assert "trained 0 of 6 runs" in capsys.readouterr().out
+    assert _snapshot(tmp_path / "results") == before
+
+
+def test_device_and_layout_are_provenance_not_identity(small_omniglot, tmp_path, preset):
+    bench(preset, tmp_path, small_omniglot)
+    _, studies = study_mod.load_preset(preset)
+    results = tmp_path / "results"
+    for st in studies:
+        for cfg in st.runs:
+            assert bm._run_done(results, st, cfg)
+            # finishing a CPU study on a GPU (or in another memory layout) trains nothing again
+            assert bm._run_done(results, st, cfg.with_overrides(["device=cuda", "channels_last=false"]))
+            # what changes the numbers does count
+            assert not bm._run_done(results, st, cfg.with_overrides(["precision=bf16"]))
+            assert not bm._run_done(results, st, cfg.with_overrides(["lr=0.01"]))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (('protocols = ["vinyals"]', 'protocols = ["vinyals", "lake-20runs"]'), "has seen characters"),
+    (("[study.base]\nsteps = 4", '[study.base]\nprotocol = "ravi"\nsteps = 4'), "unknown Omniglot protocol 'ravi'"),
+])
+def test_presets_are_checked_against_their_datasets(tmp_path, edit, message):
+    p = tmp_path / "bad.toml"
+    p.write_text(PRESET.replace(*edit, 1))
+    with pytest.raises(OneshotError, match=message):
+        study_mod.load_preset(str(p))
+
+
+@pytest.mark.slow
+def test_presets_ship_with_a_wheel(tmp_path):
+    """A non-editable install finds the presets (package data), wherever it is run from."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(study_mod.__file__).resolve().parent.parent
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path / "wheel"), str(repo)], check=True, capture_output=True)
+    wheel = next((tmp_path / "wheel").glob("oneshot-*.whl"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
+                    str(tmp_path / "site"), str(wheel)], check=True, capture_output=True)
+    code = ("import oneshot.study as s; print(s.__file__); "
+            "print(sorted(st.name for name in ('default', 'smoke', 'mini-cpu', 'paper', 'precision') "
+            "for st in s.load_preset(name)[1]))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={"PYTHONPATH": str(tmp_path / "site")},
+                         check=True, capture_output=True, text=True).stdout.splitlines()
+    assert out[0].startswith(str(tmp_path / "site"))
+    assert "omniglot-cpu" in out[1] and "miniimagenet-paper" in out[1]

@@ -78,7 +78,8 @@ def test_grouped_episodes_stay_in_one_group_and_groups_are_uniform():
     ((5, 15, 6), "largest class has 20"),
     ((0, 1, 1), "n_way must be at least 1"),
     ((5, 0, 1), "n_shot must be at least 1"),
-    ((5, 1, -1), "n_query must be non-negative"),
+    ((5, 1, -1), "n_query must be at least 1"),
+    ((5, 1, 0), "n_query must be at least 1"),
 ])
 def test_impossible_requests_say_what_is_possible(args, match):
     with pytest.raises(ValueError, match=match):

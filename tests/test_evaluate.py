@@ -62,25 +62,92 @@ def test_chunking_does_not_change_scores(monkeypatch):
     assert torch.equal(whole, score_episodes(emb, ep, 1))
 
 
-def test_each_image_is_embedded_exactly_once():
-    s = toy_split(n_classes=7, per_class=9)
-    seen = []
+def id_split(n_classes=7, per_class=9):
+    """A toy split whose image i carries its own index in pixel (0, 0, 0); other pixels are 255."""
+    s = toy_split(n_classes=n_classes, per_class=per_class)
+    n = len(s.labels)
+    assert n <= 255
+    s.images = torch.full((n, 1, 2, 2), 255, dtype=torch.uint8)
+    s.images[:, 0, 0, 0] = torch.arange(n, dtype=torch.uint8)
+    s.mean, s.std = (0.5,), (0.25,)
+    return s
+
+
+def recording_encoder(split):
+    """An encoder that records, per call, the image ids it was given; it embeds image i as [i, i]."""
+    calls = []
 
     def encode(x):
-        seen.append(len(x))
-        return x.flatten(1)
+        assert x.dtype == torch.float32 and x.shape[1:] == (1, 2, 2)
+        # the input is normalised: (pixel / 255 - mean) / std
+        torch.testing.assert_close(x[:, 0, 1:, :], torch.full_like(x[:, 0, 1:, :], (1 - 0.5) / 0.25))
+        ids = torch.round((x[:, 0, 0, 0] * split.std[0] + split.mean[0]) * 255).long()
+        calls.append(ids.tolist())
+        return torch.stack([ids.float(), ids.float()], 1)
 
-    embed_split(encode, s, batch_size=10, progress=False)
-    assert sum(seen) == 63
+    return encode, calls
 
 
-def test_evaluate_reports_summary_and_per_episode():
-    s = toy_split()
-    s.images = torch.randint(0, 255, s.images.shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    ep = sample_episodes(s, 5, 1, 2, 30, seed=0)
-    r = evaluate(lambda x: x.flatten(1), s, ep, 1, progress=False)
-    assert len(r["per_episode"]) == 30 and r["episodes"] == 30
-    assert r["mean"] == pytest.approx(np.mean(r["per_episode"]))
+def test_each_image_is_embedded_exactly_once_in_order():
+    s = id_split()
+    encode, calls = recording_encoder(s)
+    emb = embed_split(encode, s, batch_size=10, progress=False)
+    seen = [i for c in calls for i in c]
+    assert seen == list(range(63)), "every image once, in split order"
+    assert all(len(c) <= 10 for c in calls)
+    assert emb.shape == (63, 2) and emb.dtype == torch.float32
+    assert emb[:, 0].long().tolist() == list(range(63)), "row i of the result embeds image i"
+
+
+def test_only_the_given_indices_are_embedded_in_their_order():
+    s = id_split()
+    encode, calls = recording_encoder(s)
+    idx = torch.randperm(63, generator=torch.Generator().manual_seed(3))[:25]
+    emb = embed_split(encode, s, batch_size=8, progress=False, indices=idx)
+    assert [i for c in calls for i in c] == idx.tolist()
+    assert all(len(c) <= 8 for c in calls)
+    assert emb[:, 0].long().tolist() == idx.tolist()
+
+
+def class_images(n_classes=10, per_class=12, side=4, seed=0):
+    """A toy split of noisy class prototypes: uint8 [M, 1, side, side]."""
+    s = toy_split(n_classes=n_classes, per_class=per_class)
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(40, 215, (n_classes, side * side))
+    pix = centres[s.labels.numpy()] + rng.normal(0, 45, (len(s.labels), side * side))
+    s.images = torch.from_numpy(np.clip(np.rint(pix), 0, 255).astype(np.uint8)).view(-1, 1, side, side)
+    s.mean, s.std = (0.4,), (0.3,)
+    return s
+
+
+@pytest.mark.parametrize("classifier", ["nearest-support", "nearest-prototype"])
+@pytest.mark.parametrize("distance", ["euclidean", "cosine"])
+def test_evaluate_summary_matches_an_independent_computation(classifier, distance):
+    s = class_images()
+    w = torch.randn(16, 5, generator=torch.Generator().manual_seed(1))
+    n_shot, episodes = 2, 40
+    ep = sample_episodes(s, 5, n_shot, 3, episodes, seed=0)
+    r = evaluate(lambda x: x.flatten(1) @ w, s, ep, n_shot, classifier, distance, progress=False, batch_size=7)
+
+    # the reference: embed in float64 from the raw pixels, classify each episode with loops
+    x64 = (s.images.double().flatten(1) / 255 - 0.4) / 0.3
+    emb64 = x64 @ w.double()
+    want = np.array([naive_accuracy(emb64, e, n_shot, classifier, distance) for e in ep])
+    assert 0.3 < want.mean() < 0.95, "the fixture is neither trivial nor hopeless"
+    np.testing.assert_allclose(r["per_episode"], want, atol=1e-6)
+    assert r["episodes"] == episodes
+    assert r["mean"] == pytest.approx(want.mean(), abs=1e-6)  # per-episode values are float32
+    sd = math.sqrt(sum((a - want.mean()) ** 2 for a in want) / (episodes - 1))
+    assert r["ci95"] == pytest.approx(1.96 * sd / math.sqrt(episodes), rel=1e-4)
+    lo, hi = stats.t.interval(0.95, episodes - 1, loc=want.mean(), scale=stats.sem(want))
+    assert r["t_ci95"] == pytest.approx((hi - lo) / 2, rel=1e-4)
+
+    # precomputed embeddings give the same report without calling the encoder
+    def never(x):
+        raise AssertionError("the encoder must not run when emb is given")
+
+    again = evaluate(never, s, ep, n_shot, classifier, distance, emb=(x64 @ w.double()).float())
+    assert again["per_episode"] == pytest.approx(r["per_episode"], abs=1e-6)
 
 
 def test_bad_classifier_or_width():

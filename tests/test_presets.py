@@ -1,36 +1,158 @@
-"""The committed GPU and miniImageNet presets: datasets, sizes and evaluation settings."""
+"""Presets: every committed one loads and builds its runs; grids, seeds and `extends`."""
 
-from oneshot import benchmark as bm
+import pytest
+import torch
+
+from oneshot import study as st_mod
+from oneshot.errors import OneshotError
+from oneshot.train import build_model
+
+COMMITTED = sorted(p.stem for p in st_mod.PRESETS.glob("*.toml"))
 
 
-def _check_mini(study):
-    assert all(c.dataset == "miniimagenet" and c.image_size == 84 for c in study.runs)
-    assert all(c.augment == "natural" for c in study.runs)
-    assert study.eval["episodes"] >= 600
-    assert {(5, 1, 15), (5, 5, 15)} <= set(bm.settings(study.eval))
+def test_the_committed_presets_are_the_documented_ones():
+    assert {"default", "smoke", "mini-cpu", "paper", "precision"} <= set(COMMITTED)
 
 
-def test_mini_cpu_and_paper_presets_are_valid():
-    _, (mini,) = bm.load_preset("mini-cpu")
-    assert mini.name == "miniimagenet-cpu"
-    _check_mini(mini)
-    assert all((c.batch_classes, c.batch_shots) == (16, 4) for c in mini.runs)
-    # each loss at the configuration that won on Omniglot, plus the batch-averaging Siamese forms
-    def key(c):
-        variant = {"contrastive": c.pos_weight, "triplet": c.mining}.get(c.loss, "")
-        return c.loss, variant, c.margin if variant else None
+@pytest.mark.parametrize("name", COMMITTED)
+def test_every_committed_preset_loads_and_its_models_build(name):
+    header, studies = st_mod.load_preset(name)
+    assert header["description"] and studies
+    for st in studies:
+        assert st.runs and st.configurations
+        assert len({(c.name, c.seed) for c in st.runs}) == len(st.runs)
+        assert {c.name for c in st.runs} == set(st.configurations)
+        assert st.eval["settings"] or st.eval["protocols"] == ["lake-20runs"]
+        for cfg in {c.name: c for c in st.runs}.values():  # one model per configuration
+            channels = 3 if cfg.dataset == "miniimagenet" else 1
+            model, head = build_model(cfg, channels)
+            emb = model.eval()(torch.zeros(2, channels, cfg.image_size, cfg.image_size))
+            assert emb.shape[0] == 2 and (head is not None) == (cfg.loss == "koch")
 
-    runs = {key(c): c for c in mini.runs}
-    assert set(runs) == {("contrastive", "hard", 0.5), ("triplet", "hard", 0.2), ("koch", "", None), ("proto", "", None),
-                         ("contrastive", "balanced", 1.0), ("triplet", "all", 0.5), ("triplet", "semihard", 0.5)}
-    assert not runs["koch", "", None].normalize and not runs["proto", "", None].normalize
 
-    _, studies = bm.load_preset("paper")
+def _key(c):
+    variant = {"contrastive": c.pos_weight, "triplet": c.mining}.get(c.loss, "")
+    return c.loss, variant, c.margin if variant else None
+
+
+def test_default_grid_seeds_and_baselines():
+    _, (study,) = st_mod.load_preset("default")
+    assert sorted({c.seed for c in study.runs}) == [0, 1, 2]
+    assert len(study.runs) == 3 * len(study.configurations)
+    keys = {_key(c) for c in study.runs}
+    assert {("contrastive", "hard", m) for m in (0.5, 1.0, 1.5)} <= keys
+    assert {("triplet", "hard", m) for m in (0.2, 0.5, 1.0)} <= keys
+    assert {("triplet", "semihard", 0.5), ("triplet", "all", 0.5), ("koch", "", None), ("proto", "", None)} <= keys
+    by_name = {c.name: c for c in study.runs}
+    assert by_name["triplet-hard-m0.2"].mining == "hard" and by_name["triplet-hard-m0.2"].margin == 0.2
+    assert not by_name["koch"].normalize and not by_name["proto"].normalize
+    assert by_name["proto"].distance == "sqeuclidean"
+
+
+def test_paper_extends_the_default_grid_and_cannot_drift_from_it():
+    _, (default,) = st_mod.load_preset("default")
+    _, studies = st_mod.load_preset("paper")
     by_dataset = {st.runs[0].dataset: st for st in studies}
     assert set(by_dataset) == {"omniglot", "miniimagenet"}
+    ignore = {"steps", "augment", "precision", "val_every", "val_episodes", "dataset", "protocol", "image_size",
+              "val_ways", "val_shots", "val_queries"}
+
+    def grid(st):
+        return sorted(tuple(sorted((k, v) for k, v in c.to_dict().items() if k not in ignore)) for c in st.runs)
+
     for st in studies:
-        assert st.runs and len({c.dataset for c in st.runs}) == 1
-    _check_mini(by_dataset["miniimagenet"])
-    omni = by_dataset["omniglot"]
-    assert omni.eval["episodes"] >= 1000 and all(c.protocol == "vinyals" for c in omni.runs)
-    assert set(bm.settings(omni.eval)) == {(5, 1, 15), (5, 5, 15), (20, 1, 5), (20, 5, 5)}
+        assert grid(st) == grid(default)
+        assert all(c.precision == "auto" for c in st.runs)
+    mini, omni = by_dataset["miniimagenet"], by_dataset["omniglot"]
+    assert all(c.image_size == 84 and c.augment == "natural" and c.steps == 40000 for c in mini.runs)
+    assert mini.eval["episodes"] >= 600 and {(5, 1, 15), (5, 5, 15)} == set(st_mod.settings(mini.eval))
+    assert omni.eval["episodes"] >= 1000 and all(c.steps == 30000 for c in omni.runs)
+    assert set(st_mod.settings(omni.eval)) == {(5, 1, 15), (5, 5, 15), (20, 1, 5), (20, 5, 5)}
+
+
+def test_mini_cpu_keeps_its_committed_runs():
+    _, (mini,) = st_mod.load_preset("mini-cpu")
+    assert mini.name == "miniimagenet-cpu" and {c.seed for c in mini.runs} == {0}
+    assert all(c.dataset == "miniimagenet" and c.image_size == 84 and c.augment == "natural" for c in mini.runs)
+    assert {_key(c) for c in mini.runs} == {
+        ("contrastive", "hard", 0.5), ("triplet", "hard", 0.2), ("koch", "", None), ("proto", "", None),
+        ("contrastive", "balanced", 1.0), ("triplet", "all", 0.5), ("triplet", "semihard", 0.5)}
+
+
+def test_grids_expand_to_named_runs_in_file_order(tmp_path):
+    p = tmp_path / "g.toml"
+    p.write_text("""
+description = "grid"
+seeds = [3, 4]
+[[study]]
+name = "s"
+[study.base]
+steps = 5
+[[study.runs]]
+name = "koch"
+loss = "koch"
+seeds = [9]
+[[study.runs]]
+loss = "triplet"
+mining = ["hard", "semihard"]
+margin = [0.1, 0.2]
+[[study.runs]]
+name = "wd"
+loss = "contrastive"
+weight_decay = [0.0, 0.01]
+""")
+    _, (st,) = st_mod.load_preset(str(p))
+    assert st.configurations == ["koch", "triplet-hard-m0.1", "triplet-hard-m0.2", "triplet-semihard-m0.1",
+                                 "triplet-semihard-m0.2", "wd-weight_decay0.0", "wd-weight_decay0.01"]
+    assert [(c.name, c.seed) for c in st.runs[:3]] == [("koch", 9), ("triplet-hard-m0.1", 3), ("triplet-hard-m0.1", 4)]
+    sh = [c for c in st.runs if c.name == "triplet-semihard-m0.2"][0]
+    assert (sh.mining, sh.margin, sh.steps) == ("semihard", 0.2, 5)
+
+
+def test_extends_overrides_base_and_eval_and_keeps_runs(tmp_path):
+    (tmp_path / "parent.toml").write_text("""
+description = "parent"
+seeds = [0, 1]
+[[study]]
+name = "a"
+[study.base]
+steps = 5
+lr = 0.1
+[study.eval]
+settings = [[5, 1, 15]]
+episodes = 100
+[[study.runs]]
+loss = "contrastive"
+margin = [0.5, 1.0]
+""")
+    (tmp_path / "child.toml").write_text("""
+extends = "PARENT"
+[[study]]
+name = "b"
+from = "a"
+[study.base]
+steps = 50
+[study.eval]
+episodes = 7
+""".replace("PARENT", str(tmp_path / "parent.toml")))
+    header, (b,) = st_mod.load_preset(str(tmp_path / "child.toml"))
+    assert header["description"] == "parent" and b.name == "b"
+    assert b.configurations == ["contrastive-m0.5", "contrastive-m1.0"] and len(b.runs) == 4
+    assert all(c.steps == 50 and c.lr == 0.1 for c in b.runs)
+    assert b.eval["episodes"] == 7 and b.eval["settings"] == [[5, 1, 15]]
+    (tmp_path / "bad.toml").write_text('extends = "PARENT"\n[[study]]\nname = "zz"\n'.replace(
+        "PARENT", str(tmp_path / "parent.toml")))
+    with pytest.raises(OneshotError, match="does not have"):
+        st_mod.load_preset(str(tmp_path / "bad.toml"))
+
+
+def test_unknown_preset_lists_the_known_ones():
+    with pytest.raises(OneshotError, match="known presets: .*default.*smoke"):
+        st_mod.load_preset("no-such-preset")
+
+
+def test_duplicate_run_names_are_refused(tmp_path):
+    p = tmp_path / "dup.toml"
+    p.write_text('[[study]]\nname = "s"\n[[study.runs]]\nname = "x"\n[[study.runs]]\nname = "x"\n')
+    with pytest.raises(OneshotError, match="unique"):
+        st_mod.load_preset(str(p))

@@ -1,6 +1,11 @@
 """Training: a few steps on the fixture, the run directory, resume, NaN, config checks."""
 
+import csv
+import io
 import json
+import math
+import tomllib
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,29 +14,72 @@ from oneshot import train as train_mod
 from oneshot.cli import main
 from oneshot.config import Config, load_config
 from oneshot.errors import OneshotError
-from oneshot.train import TrainingError, load_encoder, train
+from oneshot.episodes import generator
+from oneshot.train import TrainingError, build_model, load_encoder, train
 
 TINY = dict(steps=6, val_every=3, batch_classes=4, batch_shots=4, val_ways=3, val_queries=2,
             val_episodes=10, lr=1e-3)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: these models are tiny, and on a busy machine two threads mostly wait."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def tiny(**kw) -> Config:
     return Config(**{**TINY, **kw})
 
 
+def initial_weights(cfg: Config) -> dict:
+    """The parameters a run of `cfg` starts from (train seeds the initialisation with cfg.seed)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.seed)
+        model, _ = build_model(cfg, 1)
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
 @pytest.mark.parametrize("loss", ["contrastive", "triplet", "koch", "proto"])
-def test_every_loss_trains_a_few_steps(small_omniglot, tmp_path, loss):
-    out = train(tiny(loss=loss, augment="affine"), tmp_path / loss, small_omniglot, progress=False)
+def test_every_loss_trains_moves_the_weights_and_lowers_the_loss(small_omniglot, tmp_path, monkeypatch, loss):
+    # every step sees the same batch, so the training loss must fall from one window to the next
+    real = train_mod.sample_batch
+    monkeypatch.setattr(train_mod, "sample_batch", lambda split, p, k, g: real(split, p, k, generator(123)))
+    # (Koch's head learns slowly on L2-normalised embeddings, whose differences are tiny)
+    cfg = tiny(loss=loss, steps=12, val_every=6, normalize=loss != "koch")
+    out = train(cfg, tmp_path / loss, small_omniglot, progress=False)
     run = json.loads((out / "run.json").read_text())
-    assert run["status"] == "finished" and run["steps"] == 6
+    assert run["status"] == "finished" and run["steps"] == 12
     for key in ("seed", "commit", "versions", "device", "wall_time_s"):
         assert key in run
-    assert json.loads((out / "config.json").read_text())["loss"] == loss
-    curve = (out / "curve.csv").read_text().splitlines()
-    assert curve[0].startswith("step,loss,val_acc") and len(curve) == 3
     assert not (out / "last.pt").exists()
-    model, cfg = load_encoder(out)
-    assert cfg.loss == loss and model(torch.zeros(2, 1, 28, 28)).shape == (2, 64)
+
+    curve = list(csv.DictReader(io.StringIO((out / "curve.csv").read_text())))
+    assert [int(r["step"]) for r in curve] == [6, 12]
+    first, last = float(curve[0]["loss"]), float(curve[-1]["loss"])
+    assert math.isfinite(first) and first > 0
+    assert last < 0.85 * first, f"{loss}: the loss on a fixed batch did not fall ({first} -> {last})"
+
+    best = torch.load(out / "best.pt", weights_only=False)
+    start = initial_weights(cfg)
+    assert set(start) <= set(best["model"])
+    for k, w0 in start.items():
+        w = best["model"][k]
+        assert torch.isfinite(w).all(), k
+        step = float((w - w0).abs().max())
+        # Adam moves a weight by about lr per step: more means training did not start from cfg.seed
+        assert step <= 3.5 * cfg.lr * best["step"], (k, step)
+        if w0.dim() > 1:
+            assert step > 0.1 * cfg.lr, f"{k} did not move"
+
+    model, saved = load_encoder(out)
+    assert saved.to_dict() == cfg.to_dict()
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 64)
+    with torch.no_grad():  # the encoder that load_encoder returns is the best checkpoint's
+        for k, v in model.state_dict().items():
+            assert torch.equal(v, best["model"][k]), k
 
 
 def test_interrupted_run_resumes_to_the_same_model(small_omniglot, tmp_path, monkeypatch):
@@ -59,10 +107,12 @@ def test_interrupted_run_resumes_to_the_same_model(small_omniglot, tmp_path, mon
         assert torch.equal(a["model"][k], b["model"][k]), k
 
 
-def test_nan_loss_stops_with_the_step(small_omniglot, tmp_path, monkeypatch):
+def test_nan_loss_stops_before_any_checkpoint(small_omniglot, tmp_path, monkeypatch):
     monkeypatch.setattr(train_mod, "batch_loss", lambda *a: torch.tensor(float("nan"), requires_grad=True))
-    with pytest.raises(TrainingError, match="nan at step 1"):
+    with pytest.raises(TrainingError, match=r"nan .*step.* 1\b"):
         train(tiny(), tmp_path / "nan", small_omniglot, progress=False)
+    assert not (tmp_path / "nan" / "best.pt").exists() and not (tmp_path / "nan" / "last.pt").exists()
+    assert json.loads((tmp_path / "nan" / "run.json").read_text())["status"] != "finished"
 
 
 def test_a_run_directory_refuses_another_config(small_omniglot, tmp_path):
@@ -87,10 +137,16 @@ def test_config_files_and_overrides(tmp_path):
         load_config(None, ["steps=ten"])
 
 
-def test_committed_configs_load():
-    for name in ("omniglot_triplet", "omniglot_contrastive"):
-        cfg = load_config(f"experiments/{name}.toml")
-        assert cfg.dataset == "omniglot" and cfg.loss in name
+@pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "experiments").glob("*.toml")),
+                         ids=lambda p: p.stem)
+def test_committed_configs_load_as_written(path):
+    raw = tomllib.loads(path.read_text())
+    cfg = load_config(path)
+    got, default = cfg.to_dict(), Config().to_dict()
+    assert {k: got[k] for k in raw} == {k: float(v) if isinstance(default[k], float) else v for k, v in raw.items()}
+    assert {k: v for k, v in got.items() if k not in raw} == {k: v for k, v in default.items() if k not in raw}
+    model, head = build_model(cfg, 1)  # the config names a buildable model and loss
+    assert (head is not None) == (cfg.loss == "koch")
 
 
 def test_train_then_eval_from_the_command_line(small_omniglot, tmp_path, capsys):

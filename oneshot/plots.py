@@ -1,0 +1,76 @@
+"""Plots of a study: accuracy against margin (with 95% CI bars) and the training curves."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pandas as pd
+
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _savefig(fig, path: Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(buf.getvalue())
+    tmp.replace(path)
+
+
+def margin_plot(d: pd.DataFrame, protocol: str, path: Path, names: dict[str, str]) -> None:
+    """Accuracy against margin, one line per loss family (and per other key that varies):
+    `d` holds rows of `tables.configurations(...)` for one protocol, classifier and distance;
+    `names` labels the families."""
+    plt = _pyplot()
+    clf, dist = d["main"].iloc[0]
+    d = d[d.margin.notna()]
+    # configurations of a family that differ in more than the margin get lines of their own
+    d = d.assign(line=[f"{f}{r.replace(f'm{m}', '')}" if r.replace(f"m{m}", "") != r else f
+                       for f, r, m in zip(d.family, d.run, d.margin)])
+    sets = sorted({(w, s) for w, s in zip(d.ways, d.shots)})
+    fig, axes = plt.subplots(1, len(sets), figsize=(3.6 * len(sets), 3.2), squeeze=False)
+    for ax, (w, s) in zip(axes[0], sets):
+        for line, g in d[(d.ways == w) & (d.shots == s)].groupby("line", sort=True):
+            g = g.sort_values("margin")
+            fam = g.family.iloc[0]
+            label = names.get(fam, fam) + ("" if line == fam else f" ({g.run.iloc[0]})")
+            ax.errorbar(g.margin, 100 * g["mean"], yerr=100 * g.ci95, marker="o", capsize=3, label=label)
+        ax.set_title(f"{w}-way {s}-shot")
+        ax.set_xlabel("margin")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("accuracy % (95% CI)")
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle(f"{d.study.iloc[0]}: accuracy against margin ({protocol}, {clf}, {dist})", fontsize=9, y=1.03)
+    _savefig(fig, path)
+    plt.close(fig)
+
+
+def curves_plot(df: pd.DataFrame, path: Path) -> None:
+    """Training loss and validation accuracy of every run (`tables.load_records(...)` rows);
+    the seeds of a configuration share a colour."""
+    plt = _pyplot()
+    runs = df.drop_duplicates(["run", "seed"]).sort_values(["run", "seed"])
+    colours = {run: f"C{i % 10}" for i, run in enumerate(sorted(runs.run.unique()))}
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for r in runs.itertuples():
+        c = pd.read_csv(io.StringIO(r.curve))
+        label = r.run if r.seed == runs[runs.run == r.run].seed.min() else None
+        a1.plot(c.step, c.loss, label=label, color=colours[r.run], lw=1)
+        a2.plot(c.step, 100 * c.val_acc, label=label, color=colours[r.run], lw=1)
+    a1.set(xlabel="step", ylabel="training loss (mean since last point)", yscale="log")
+    a2.set(xlabel="step", ylabel="validation accuracy %")
+    a2.legend(fontsize=6, ncol=2)
+    for a in (a1, a2):
+        a.grid(alpha=0.3)
+    fig.suptitle(f"{runs.study.iloc[0]}: training curves", fontsize=9)
+    _savefig(fig, path)
+    plt.close(fig)
