@@ -4,7 +4,8 @@ test episodes, and write one record per (run, protocol, setting) plus the tables
 A preset is `oneshot/presets/<name>.toml` (shipped with the package): one or more `[[study]]` blocks, each with a
 `[study.base]` config, `[study.eval]` settings and `[[study.runs]]` (a name and the config
 keys that differ from the base). Finished records are never recomputed, so killing the
-benchmark and starting it again continues where it stopped.
+benchmark and starting it again continues where it stopped; a run is claimed by a lock in its
+run directory (`lock`), so drivers started together on one study train each run once.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from . import lock
 from .config import Config, from_dict
 from .data import load_split
 from .episodes import sample_episodes
@@ -23,6 +25,9 @@ from .evaluate import embed_split, score_episodes
 from .provenance import atomic_write_text, provenance
 from .stats import summarize
 from .study import Study, load_preset, settings
+
+WAIT_S = 2.0  # how often runs held by other drivers are checked
+
 
 def record_path(results: Path, study: str, cfg: Config, protocol: str, ways: int, shots: int,
                 classifier: str, distance: str) -> Path:
@@ -37,7 +42,7 @@ def _measure_rate(cfg: Config, data_root, steps: int = 6) -> float:
     from .train import build_model, place, step_loss
 
     split = load_split(cfg.dataset, cfg.protocol, cfg.train_split, data_root, cfg.image_size)
-    model, head = build_model(cfg, split.images.shape[1])
+    model, head = build_model(cfg, split.images.shape[1], split.n_classes)  # head: the loss module
     place(cfg, model, head)
     g = generator(0)
     for _ in range(2):  # the first steps pay one-time set-up costs
@@ -54,13 +59,15 @@ def _measure_rate(cfg: Config, data_root, steps: int = 6) -> float:
 
 def plan(studies: list[Study], results: Path, data_root) -> list[tuple[Study, Config, float]]:
     """Print what will run and an estimate of its time; returns (study, config, est. seconds)."""
-    todo = []
+    todo, invalid = [], []
     rates: dict[tuple, float] = {}
     for st in studies:
         for cfg in st.runs:
             if _run_done(results, st, cfg):
                 continue
-            key = (cfg.dataset, cfg.encoder, cfg.image_size, cfg.batch_classes * cfg.batch_shots, cfg.device)
+            invalid += [p for p in _record_paths(results, st, cfg) if _unreadable_record(p)]
+            key = (cfg.dataset, cfg.encoder, cfg.image_size, cfg.batch_classes * cfg.batch_shots, cfg.device,
+                   cfg.precision, cfg.augment)
             if key not in rates:
                 rates[key] = _measure_rate(cfg, data_root)
             images = cfg.steps * cfg.batch_classes * cfg.batch_shots
@@ -69,9 +76,14 @@ def plan(studies: list[Study], results: Path, data_root) -> list[tuple[Study, Co
     n_all = sum(len(st.runs) for st in studies)
     print(f"plan: {len(todo)} of {n_all} runs to do, about {total / 60:.0f} min "
           f"(rates measured here: {', '.join(f'{r:.0f} img/s' for r in rates.values()) or 'n/a'})")
+    if invalid:
+        print(f"  {len(invalid)} invalid record{'s' if len(invalid) > 1 else ''} (unreadable: cut short or "
+              "corrupt); their runs are scored again:" + "".join(f"\n    {p}" for p in invalid))
     for st, cfg, t in todo:
         what = {"triplet": f"triplet {cfg.mining} margin={cfg.margin}",
-                "contrastive": f"contrastive {cfg.pos_weight} margin={cfg.margin}"}.get(cfg.loss, cfg.loss)
+                "contrastive": f"contrastive {cfg.pos_weight} margin={cfg.margin}"}.get(
+            cfg.loss, " ".join([cfg.loss, *(f"{k}={v}" for k, v in cfg.loss_params.items()),
+                                *([f"miner={cfg.miner}"] if cfg.miner != "none" else [])]))
         print(f"  {st.name}/{cfg.name} seed {cfg.seed}: {what}, {cfg.steps} steps, ~{t / 60:.1f} min")
     return todo
 
@@ -98,6 +110,16 @@ def _valid_record(path: Path, cfg: Config) -> bool:
         return from_dict(json.loads(path.read_text())["config"]).identity() == cfg.identity()
     except (OSError, ValueError, KeyError, OneshotError):
         return False
+
+
+def _unreadable_record(path: Path) -> bool:
+    """A record file that is there but cannot be read (cut short, corrupt)."""
+    try:
+        return not isinstance(json.loads(path.read_text()).get("config"), dict)
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError, AttributeError):
+        return True
 
 
 def evaluate_run(st: Study, cfg: Config, run_dir: Path, results: Path, data_root, train_record: dict) -> None:
@@ -148,16 +170,60 @@ def ensure_data(dataset: str, data_root=None) -> None:
         fetch("omniglot", root)
 
 
-def run_one(st: Study, cfg: Config, results: Path, runs_dir: Path, data_root=None, progress: bool = True) -> None:
-    """One run of a study, as one job: train (resuming from its run directory), then score it
-    on the study's test episodes and write its records."""
+def _run_dir(runs_dir: Path, st: Study, cfg: Config) -> Path:
+    return runs_dir / st.name / cfg.name / f"seed{cfg.seed}"
+
+
+def run_one(st: Study, cfg: Config, results: Path, runs_dir: Path, data_root=None, progress: bool = True) -> str:
+    """One run of a study, as one job: claim its run directory (`lock.claim`), train (resuming
+    from it), then score it on the study's test episodes and write its records.
+
+    Returns "trained", "done" (its records were written meanwhile by another driver) or "held"
+    (another live driver holds it; nothing was done)."""
     from .train import train
 
-    run_dir = runs_dir / st.name / cfg.name / f"seed{cfg.seed}"
-    train(cfg, run_dir, data_root, progress=progress)
-    train_record = json.loads((run_dir / "run.json").read_text())
-    train_record["curve"] = (run_dir / "curve.csv").read_text()
-    evaluate_run(st, cfg, run_dir, results, data_root, train_record)
+    run_dir = _run_dir(runs_dir, st, cfg)
+    claimed = lock.claim(run_dir)
+    if claimed is None:
+        return "held"
+    with claimed:
+        if _run_done(results, st, cfg):
+            return "done"
+        train(cfg, run_dir, data_root, progress=progress)
+        train_record = json.loads((run_dir / "run.json").read_text())
+        train_record["curve"] = (run_dir / "curve.csv").read_text()
+        evaluate_run(st, cfg, run_dir, results, data_root, train_record)
+    return "trained"
+
+
+def _run_all(todo: list[tuple[Study, Config]], results: Path, runs_dir: Path, data_root,
+             progress: bool) -> tuple[int, int]:
+    """Run `todo` with `run_one`; runs held by other drivers are skipped, then waited for (and
+    trained here when their holder gives them up or dies). Returns (trained here, by others)."""
+    trained, others, held = 0, 0, []
+    for i, (st, cfg) in enumerate(todo, 1):
+        print(f"[{i}/{len(todo)}] {st.name}/{cfg.name} seed {cfg.seed}", flush=True)
+        status = run_one(st, cfg, results, runs_dir, data_root, progress)
+        trained, others = trained + (status == "trained"), others + (status == "done")
+        if status == "held":
+            held.append((st, cfg))
+            who = lock.holder(_run_dir(runs_dir, st, cfg)) or "just given back"
+            print(f"  held by another driver ({who}); skipped for now", flush=True)
+        elif status == "done":
+            print("  finished meanwhile by another driver", flush=True)
+    if held:
+        print(f"waiting for {len(held)} run{'s' if len(held) > 1 else ''} held by other drivers: "
+              + ", ".join(f"{st.name}/{cfg.name} seed {cfg.seed}" for st, cfg in held), flush=True)
+    while held:
+        time.sleep(WAIT_S)
+        still = []
+        for st, cfg in held:
+            status = run_one(st, cfg, results, runs_dir, data_root, progress)
+            trained, others = trained + (status == "trained"), others + (status == "done")
+            if status == "held":
+                still.append((st, cfg))
+        held = still
+    return trained, others
 
 
 def run_benchmark(preset: str, results: Path, data_root=None, runs_dir: Path = Path("runs"),
@@ -181,16 +247,16 @@ def run_benchmark(preset: str, results: Path, data_root=None, runs_dir: Path = P
     if dry_run:
         return
     t0 = time.perf_counter()
-    for i, (st, cfg, _) in enumerate(todo, 1):
-        print(f"[{i}/{len(todo)}] {st.name}/{cfg.name} seed {cfg.seed}", flush=True)
-        run_one(st, cfg, results, runs_dir / header["preset"], data_root, progress)
-    if todo:  # a call that trained nothing leaves the committed record of the last one alone
+    trained, others = _run_all([(st, cfg) for st, cfg, _ in todo], results, runs_dir / header["preset"],
+                               data_root, progress)
+    if trained:  # a call that trained nothing leaves the committed record of the last one alone
         bench = {"preset": header["preset"], "preset_file": Path(header["path"]).name,
                  "description": header.get("description", ""), "command": f"make benchmark PRESET={header['preset']}",
                  "runs": [f"{st.name}/{c.name}/seed{c.seed}" for st in studies for c in st.runs],
                  "wall_time_s_this_invocation": round(time.perf_counter() - t0, 1),
-                 "runs_trained_this_invocation": len(todo), **provenance(device)}
+                 "runs_trained_this_invocation": trained, **provenance(device)}
         atomic_write_text(results / "records" / f"benchmark-{header['preset']}.json", json.dumps(bench, indent=1) + "\n")
     for path in write_tables(results):
         print(f"wrote {path}")
-    print(f"trained {len(todo)} of {sum(len(st.runs) for st in studies)} runs")
+    print(f"trained {trained} of {sum(len(st.runs) for st in studies)} runs"
+          + (f" ({others} by other drivers meanwhile)" if others else ""))

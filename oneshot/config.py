@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from .errors import OneshotError
@@ -26,9 +26,13 @@ class Config:
     train_split: str = "train"
     val_split: str = "val"           # "none": no validation, keep the last checkpoint
     image_size: int = 28
-    encoder: str = "conv4"
+    encoder: str = "conv4"          # conv4 | koch | pixels | resnet12 | "package.module:Class"
+    encoder_params: dict = field(default_factory=dict)  # keyword arguments of the encoder
     normalize: bool = True          # L2-normalise embeddings (distances in [0, 2])
-    loss: str = "triplet"           # contrastive | triplet | koch | proto
+    loss: str = "triplet"           # contrastive | triplet | koch | proto | "pml:<LossClass>" | "package.module:name"
+    loss_params: dict = field(default_factory=dict)     # keyword arguments of a pml: or user loss
+    miner: str = "none"             # "pml:<MinerClass>" or "package.module:Class" (pml: losses)
+    miner_params: dict = field(default_factory=dict)
     margin: float = 0.5
     mining: str = "hard"            # triplet: all | hard | semihard
     pos_weight: str = "balanced"    # contrastive: balanced | mean | active | hard
@@ -58,18 +62,30 @@ class Config:
         return {k: v for k, v in self.to_dict().items() if k not in HOW_KEYS}
 
     def with_overrides(self, pairs: list[str]) -> "Config":
-        """Apply `key=value` strings; values are parsed as JSON, else kept as strings."""
+        """Apply `key=value` strings; values are parsed as JSON, else kept as strings.
+        `loss_params.margin=0.1` sets one entry of a dict-valued key (`a.b.c=...` a nested one)."""
         known = {f.name: f.type for f in fields(self)}
         out = self.to_dict()
         for pair in pairs:
             key, sep, raw = pair.partition("=")
-            if not sep or key not in known:
-                raise OneshotError(f"--set {pair!r}: expected key=value with key one of {', '.join(known)}")
+            key, dot, sub = key.partition(".")
+            if not sep or key not in known or (dot and not isinstance(out[key], dict)):
+                tables = ", ".join(k for k, v in out.items() if isinstance(v, dict))
+                raise OneshotError(f"--set {pair!r}: expected key=value with key one of {', '.join(known)} "
+                                   f"(or table.name=value for a table: {tables})")
             try:
                 value = json.loads(raw)
             except json.JSONDecodeError:
                 value = raw
-            out[key] = value
+            if dot:  # loss_params.distance.p=1: into nested tables, made where missing
+                table = out[key] = dict(out[key])
+                *path, last = sub.split(".")
+                for name in path:
+                    table[name] = dict(table[name]) if isinstance(table.get(name), dict) else {}
+                    table = table[name]
+                table[last] = value
+            else:
+                out[key] = value
         return from_dict(out)
 
 
@@ -87,8 +103,26 @@ def from_dict(d: dict) -> Config:
             v = float(v)
         if not isinstance(v, want) or (want is int and isinstance(v, bool)):
             raise OneshotError(f"config key {k!r} must be {want.__name__}, got {v!r}")
+        if want is dict:
+            v = _plain(k, v)
         clean[k] = v
     return Config(**clean)
+
+
+def _plain(key: str, value, path: str = ""):
+    """A copy of a dict-valued key, checked to hold only what JSON and TOML both write back
+    (string keys; strings, numbers, booleans, lists and tables), so config.json, checkpoints
+    and presets keep it exactly."""
+    where = f"{key}{path}"
+    if isinstance(value, dict):
+        if not all(isinstance(k, str) for k in value):
+            raise OneshotError(f"config key {where!r}: table keys must be strings, got {list(value)}")
+        return {k: _plain(key, v, f"{path}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(key, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, (str, int, float, bool)):
+        return value
+    raise OneshotError(f"config key {where!r}: {value!r} is not a string, number, boolean, list or table")
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:

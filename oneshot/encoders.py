@@ -1,6 +1,7 @@
 """Encoders (Conv-4, ResNet-12, Koch's Siamese convnet, raw pixels) and the Siamese wrapper.
 
-Every encoder maps images [B, C, H, W] to flat embeddings [B, D].
+Every encoder maps images [B, C, H, W] to flat embeddings [B, D]. Names map to these classes
+in `oneshot.registry` (`build_encoder`).
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigError
-
-ENCODERS = ("conv4", "koch", "pixels", "resnet12")
 
 
 class Conv4(nn.Module):
@@ -170,20 +169,3 @@ class Siamese(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Anchor, positive, negative images [B*, C, H, W] -> three [B*, D] embeddings."""
         return self._branches(a, p, n)
-
-
-def build_encoder(name: str, in_channels: int, image_size: int) -> nn.Module:
-    """Encoder by name (one of ENCODERS) for in_channels x image_size x image_size."""
-    if name == "conv4":
-        enc = Conv4(in_channels)
-        enc.out_dim(image_size)  # raises on inputs too small
-        return enc
-    if name == "koch":
-        return Koch(in_channels, image_size)
-    if name == "pixels":
-        return Pixels(in_channels)
-    if name == "resnet12":
-        enc = ResNet12(in_channels)
-        enc.out_dim(image_size)  # raises on inputs too small
-        return enc
-    raise ConfigError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODERS)}")

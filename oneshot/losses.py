@@ -1,7 +1,8 @@
 """Siamese losses: contrastive, triplet (with mining), Koch BCE, prototypical.
 
 Every loss takes embeddings `emb` [B, D] and integer labels [B] of a batch of P classes x K
-images; pairs and triplets are formed online inside the batch. Distances come from
+images (the trainer passes the classes' indices in the training split; only which items share
+a class matters); pairs and triplets are formed online inside the batch. Distances come from
 `oneshot.distances` (smaller = closer for every metric), and the reduction to a scalar
 happens in `_mean` / `_reduce` only. A batch with nothing to learn from returns a zero that
 is still connected to `emb` (never NaN).
@@ -183,11 +184,16 @@ def proto(
     """
     if n_support < 1:
         raise ConfigError(f"n_support must be >= 1, got {n_support}")
-    classes, cls = torch.unique(labels, return_inverse=True)  # cls [B] in 0..C-1
     same = labels[:, None] == labels[None, :]
+    # classes numbered 0..C-1 in order of first appearance (prototypes in batch order, whatever
+    # the label values): cls [B]
+    first = same.int().argmax(1)  # the first item of each item's class
+    starts = first == torch.arange(len(labels), device=labels.device)
+    cls = (torch.cumsum(starts, 0) - 1)[first]
+    n_classes = int(starts.sum())
     rank = torch.tril(same, diagonal=-1).sum(1)  # position of each item within its class
     support = rank < n_support
-    onehot = F.one_hot(cls, len(classes)).T.to(emb.dtype)  # [C, B]
+    onehot = F.one_hot(cls, n_classes).T.to(emb.dtype)  # [C, B]
     sizes = onehot.sum(1)
     if (sizes < n_support).any():
         raise ConfigError(f"every class needs at least n_support={n_support} items in the batch")
@@ -200,17 +206,33 @@ def proto(
     return F.cross_entropy(logits, cls[queries])
 
 
-LOSSES: dict[str, Callable[..., torch.Tensor]] = {
-    "contrastive": contrastive,
-    "triplet": triplet,
-    "koch": koch,
-    "proto": proto,
-}
+# ---- losses as modules: what the trainer calls, loss(emb, labels) -> scalar ----
+
+class FunctionLoss(nn.Module):
+    """A loss function with its keyword arguments bound: forward(emb, labels) = fn(emb, labels, **params).
+
+    Holds no parameters of its own (unless `fn` is itself a module)."""
+
+    def __init__(self, fn: Callable[..., torch.Tensor], **params):
+        super().__init__()
+        self.fn = fn
+        self.params = params
+
+    def forward(self, emb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """emb [B, D], labels [B] -> scalar."""
+        return self.fn(emb, labels, **self.params)
+
+    def extra_repr(self) -> str:
+        return f"{getattr(self.fn, '__name__', self.fn)}, {self.params}"
 
 
-def get_loss(name: str) -> Callable[..., torch.Tensor]:
-    """Loss function by name: "contrastive", "triplet", "koch", "proto"."""
-    try:
-        return LOSSES[name]
-    except KeyError:
-        raise ConfigError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}") from None
+class KochLoss(nn.Module):
+    """Koch's BCE loss with the similarity head it trains (its parameters are the loss's own)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.head = KochHead(dim)
+
+    def forward(self, emb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """emb [B, D], labels [B] -> scalar."""
+        return koch(emb, labels, self.head)

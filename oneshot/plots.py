@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .provenance import atomic_write
 
 
 def _pyplot():
@@ -21,9 +22,7 @@ def _pyplot():
 def _savefig(fig, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buf.getvalue())
-    tmp.replace(path)
+    atomic_write(path, buf.getvalue())
 
 
 def margin_plot(d: pd.DataFrame, protocol: str, path: Path, names: dict[str, str]) -> None:

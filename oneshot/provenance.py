@@ -9,6 +9,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .errors import OneshotError
+
 
 def git_commit() -> str:
     """The repository's HEAD commit, with `-dirty` when tracked files differ from it."""
@@ -41,10 +43,32 @@ def provenance(device: str = "cpu") -> dict:
     }
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a file so that readers see the old or the new content, never a partial one."""
+def _write_file(path: Path, data: bytes) -> None:
+    """Write and flush `data` to disk (on a network filesystem a full disk may only show here)."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write a file so that readers see the old or the new content, never a partial one.
+
+    Every file oneshot writes goes through here (checkpoints, records, tables, plots). A write
+    that fails (a full disk) leaves the old file as it was and no temporary file, and raises an
+    OneshotError naming the path and the errno."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.tmp-{platform.node()}-{os.getpid()}")  # unique on shared storage
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_file(tmp, data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        why = f"[Errno {e.errno}] {e.strerror}" if e.errno else str(e)
+        raise OneshotError(f"cannot write {path}: {why}") from e
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """`atomic_write` of a text (UTF-8)."""
+    atomic_write(path, text)

@@ -91,7 +91,7 @@ def _label(key: str, value) -> str:
     if key == "margin":
         return f"m{value}"
     if isinstance(value, str):
-        return value
+        return value.replace(":", "-")  # "pml:CircleLoss" -> "pml-CircleLoss": run names are folder names
     return f"{key}{value}"
 
 
@@ -100,7 +100,7 @@ def expand_grid(grid: dict) -> list[dict]:
     `name` (else its loss) and the listed values; a block without lists is returned as it is."""
     lists = {k: v for k, v in grid.items() if isinstance(v, list) and k != "seeds"}
     fixed = {k: v for k, v in grid.items() if k not in lists}
-    prefix = fixed.pop("name", None) or (None if "loss" in lists else fixed.get("loss", "run"))
+    prefix = fixed.pop("name", None) or (None if "loss" in lists else _label("loss", fixed.get("loss", "run")))
     runs = []
     for combo in itertools.product(*lists.values()):
         values = dict(zip(lists, combo))

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .errors import OneshotError
 from .provenance import atomic_write_text
 from .stats import crossed, holm, paired_crossed
 
@@ -58,12 +59,32 @@ METHOD = ("95% CI from the crossed seeds x episodes design: two-way random-effec
 
 
 def family(cfg: dict) -> str:
-    """The loss as a table row: triplet by mining, contrastive by pair weighting."""
+    """The loss as a table row: triplet by mining, contrastive by pair weighting, any other loss
+    by its name and miner ("pml:TripletMarginLoss+pml:BatchHardMiner")."""
     if cfg["loss"] == "triplet":
         return f"triplet-{cfg['mining']}"
     if cfg["loss"] == "contrastive":
         return f"contrastive-{cfg['pos_weight']}"
-    return cfg["loss"]
+    miner = cfg.get("miner", "none")
+    return cfg["loss"] if miner == "none" else f"{cfg['loss']}+{miner}"
+
+
+def family_name(f: str) -> str:
+    """A family's row label: FAMILY_NAMES, else from its names: "pml:MultiSimilarityLoss" ->
+    "MultiSimilarity (PML)", "pml:TripletMarginLoss+pml:BatchHardMiner" -> "TripletMargin +
+    BatchHard miner (PML)", "mylab.losses:focal" -> "focal (mylab.losses)"."""
+    if f in FAMILY_NAMES:
+        return FAMILY_NAMES[f]
+    parts = []
+    for spec, kind in zip(f.split("+", 1), ("Loss", "Miner")):
+        src, sep, name = spec.rpartition(":")
+        if not sep:
+            return f
+        if name.endswith(kind) and name != kind:
+            name = name[:-len(kind)]
+        parts.append((name + (" miner" if kind == "Miner" else ""), "PML" if src == "pml" else src))
+    sources = list(dict.fromkeys(src for _, src in parts))
+    return f"{' + '.join(name for name, _ in parts)} ({', '.join(sources)})"
 
 
 def has_margin(cfg: dict) -> bool:
@@ -71,28 +92,43 @@ def has_margin(cfg: dict) -> bool:
 
 
 def load_records(results: Path) -> pd.DataFrame:
-    """Every score record under `results/records` as one row (per_episode kept as an array)."""
-    rows = []
+    """Every score record under `results/records` as one row (per_episode kept as an array).
+
+    Tables are never written from an incomplete set: unreadable records (cut short, corrupt)
+    raise an OneshotError naming every one of them."""
+    rows, bad = [], []
     for path in sorted((results / "records").glob("*/*/seed*/*.json")):
-        r = json.loads(path.read_text())
-        cfg, tr = r["config"], r["train"]
-        rows.append({
-            "study": r["study"], "run": r["run"], "seed": cfg["seed"], "dataset": r["dataset"],
-            "protocol": r["protocol"], "ways": r["ways"], "shots": r["shots"], "queries": r["queries"],
-            "classifier": r["classifier"], "distance": r["distance"], "mean": r["mean"], "ci95": r["ci95"],
-            "t_ci95": r["t_ci95"], "episodes": r["episodes"], "family": family(cfg),
-            "margin": cfg["margin"] if has_margin(cfg) else np.nan, "val_acc": tr["best_val_acc"],
-            "pixels_val_acc": tr.get("pixels_val_acc", np.nan), "train_s": tr["wall_time_s"], "steps": cfg["steps"],
-            "normalize": cfg["normalize"], "precision": cfg.get("precision", "fp32"),
-            "per_episode": np.asarray(r["per_episode"]),
-            "main": (r["study_eval"].get("main_classifier", "nearest-support"),
-                     r["study_eval"].get("main_distance", "euclidean")),
-            "curve": tr.get("curve", ""), "commit": tr["commit"], "versions": tr["versions"],
-            "device": tr["device"], "embed_s": r["eval"]["embed_s"],
-        })
+        try:
+            rows.append(_record_row(path))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            bad.append(path)
+    if bad:
+        raise OneshotError(f"{len(bad)} unreadable record{'s' if len(bad) > 1 else ''} (cut short or corrupt), "
+                           "so no table is written from an incomplete set:\n" + "".join(f"  {p}\n" for p in bad)
+                           + "delete them and run `oneshot benchmark` again to recompute them")
     if not rows:
         raise FileNotFoundError(f"no records under {results / 'records'}")
     return pd.DataFrame(rows)
+
+
+def _record_row(path: Path) -> dict:
+    """One score record as a row of `load_records`."""
+    r = json.loads(path.read_text())
+    cfg, tr = r["config"], r["train"]
+    return {
+        "study": r["study"], "run": r["run"], "seed": cfg["seed"], "dataset": r["dataset"],
+        "protocol": r["protocol"], "ways": r["ways"], "shots": r["shots"], "queries": r["queries"],
+        "classifier": r["classifier"], "distance": r["distance"], "mean": r["mean"], "ci95": r["ci95"],
+        "t_ci95": r["t_ci95"], "episodes": r["episodes"], "family": family(cfg),
+        "margin": cfg["margin"] if has_margin(cfg) else np.nan, "val_acc": tr["best_val_acc"],
+        "pixels_val_acc": tr.get("pixels_val_acc", np.nan), "train_s": tr["wall_time_s"], "steps": cfg["steps"],
+        "normalize": cfg["normalize"], "precision": cfg.get("precision", "fp32"),
+        "per_episode": np.asarray(r["per_episode"]),
+        "main": (r["study_eval"].get("main_classifier", "nearest-support"),
+                 r["study_eval"].get("main_distance", "euclidean")),
+        "curve": tr.get("curve", ""), "commit": tr["commit"], "versions": tr["versions"],
+        "device": tr["device"], "embed_s": r["eval"]["embed_s"],
+    }
 
 
 SCORE_KEYS = ["study", "run", "protocol", "ways", "shots", "classifier", "distance"]
@@ -182,7 +218,7 @@ def main_table(df: pd.DataFrame, protocol: str) -> tuple[pd.DataFrame, set]:
     rows, bold = [], set()
     winners = {c: d[d.run.isin(best.run) & (d.ways == c[0]) & (d.shots == c[1])]["mean"].max() for c in setting_cols}
     for i, b in enumerate(best.itertuples()):
-        row = {"Loss": FAMILY_NAMES.get(b.family, b.family) + _marks(b),
+        row = {"Loss": family_name(b.family) + _marks(b),
                "Margin": "–" if np.isnan(b.margin) else f"{b.margin:g}"}
         for c in setting_cols:
             hit = d[(d.run == b.run) & (d.ways == c[0]) & (d.shots == c[1])]
@@ -213,7 +249,7 @@ def margin_table(df: pd.DataFrame, protocol: str) -> pd.DataFrame:
     rows = []
     for (_, margin, run), g in d.groupby(["_rank", "margin", "run"], sort=True):
         r0 = g.iloc[0]
-        row = {"Loss": FAMILY_NAMES.get(r0.family, r0.family) + _marks(r0), "Margin": f"{margin:g}",
+        row = {"Loss": family_name(r0.family) + _marks(r0), "Margin": f"{margin:g}",
                "Configuration": run, "Val acc": "–" if np.isnan(r0.val_acc) else f"{100 * r0.val_acc:.2f}"}
         for r in g.sort_values(["ways", "shots"]).itertuples():
             row[_col(r.ways, r.shots)] = _cell(r.mean, r.ci95, r.seeds, r.seed_sd)

@@ -3,62 +3,79 @@
 A run directory holds `config.json` (the full resolved config), `run.json` (seed, commit,
 versions, device, wall time, status), `curve.csv` (the training curve), `best.pt` (the best
 validation checkpoint, with its config) and `last.pt` (everything needed to resume).
-Every file is written atomically, so an interrupted run can be resumed or restarted.
+Every file is written atomically, so an interrupted run can be resumed or restarted; a
+checkpoint that cannot be read (cut short by a copy) is moved aside to `<file>.corrupt` and
+the run trained again from step 0, which gives the same weights.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
 import torch
+from torch import nn
 from tqdm import tqdm
 
-from . import losses, precision
+from . import precision
 from .augment import augment
 from .config import Config, from_dict
 from .data import load_split
 from .split import Split
-from .encoders import Siamese, build_encoder
-from .losses import KochHead
+from .encoders import Siamese
 from .episodes import generator, sample_batch, sample_episodes
 from .errors import OneshotError
 from .evaluate import embed_split, score_episodes
-from .provenance import atomic_write_text, provenance
-
-LOSSES = ("contrastive", "triplet", "koch", "proto")
-
+from .provenance import atomic_write, atomic_write_text, provenance
+from .registry import LossContext, build_encoder, build_loss
 
 class TrainingError(OneshotError):
     """Training cannot go on (a NaN or infinite loss, an incompatible run directory)."""
 
 
-def build_model(cfg: Config, in_channels: int) -> tuple[Siamese, KochHead | None]:
-    """The Siamese encoder of `cfg` (and the Koch head when the loss needs one)."""
-    if cfg.loss not in LOSSES:
-        raise OneshotError(f"unknown loss {cfg.loss!r}; choose one of {', '.join(LOSSES)}")
-    model = Siamese(build_encoder(cfg.encoder, in_channels, cfg.image_size), cfg.normalize)
-    head = None
-    if cfg.loss == "koch":
-        with torch.no_grad():
-            dim = model.eval()(torch.zeros(2, in_channels, cfg.image_size, cfg.image_size)).shape[1]
-        head = KochHead(dim)
-    return model.train(), head
+class CheckpointError(OneshotError):
+    """A checkpoint file cannot be read (cut short by an interrupted copy, overwritten)."""
 
 
-def batch_loss(cfg: Config, emb: torch.Tensor, labels: torch.Tensor, head: KochHead | None) -> torch.Tensor:
-    """The configured loss on a P x K batch: emb [P*K, D], labels [P*K] -> scalar."""
-    if cfg.loss == "contrastive":
-        return losses.contrastive(emb, labels, cfg.margin, cfg.distance, cfg.pos_weight)
-    if cfg.loss == "triplet":
-        return losses.triplet(emb, labels, cfg.margin, cfg.distance, cfg.mining)
-    if cfg.loss == "koch":
-        return losses.koch(emb, labels, head)
-    return losses.proto(emb, labels, cfg.batch_shots - 1, cfg.distance)
+def build_siamese(cfg: Config, in_channels: int) -> Siamese:
+    """The Siamese encoder of `cfg` (its `encoder` with `encoder_params`, see oneshot.registry)."""
+    return Siamese(build_encoder(cfg.encoder, in_channels, cfg.image_size, cfg.encoder_params), cfg.normalize)
+
+
+def build_model(cfg: Config, in_channels: int, num_classes: int | None = None) -> tuple[Siamese, nn.Module]:
+    """The Siamese encoder of `cfg` and its loss: a module called as loss(emb, labels) -> scalar
+    that owns whatever the loss trains (Koch's head, class weights). Built in this order, so a
+    seeded RNG gives both the same initial weights every time. `num_classes`: the training
+    split's class count, for losses that need it (PML's ArcFace, ProxyAnchor, ...)."""
+    model = build_siamese(cfg, in_channels)
+    dim: list[int] = []
+
+    def embedding_size() -> int:  # measured once, only for a loss that needs it
+        if not dim:
+            with torch.no_grad():
+                dim.append(model.eval()(torch.zeros(2, in_channels, cfg.image_size, cfg.image_size)).shape[1])
+        return dim[0]
+
+    criterion = build_loss(cfg, LossContext(num_classes, embedding_size))
+    return model.train(), criterion
+
+
+def batch_loss(cfg: Config, emb: torch.Tensor, labels: torch.Tensor, criterion: nn.Module | None) -> torch.Tensor:
+    """The loss on a P x K batch: emb [P*K, D], labels [P*K] (classes of the training split) -> scalar.
+
+    `criterion` is build_model's loss; None builds `cfg`'s loss here, for callers that keep only
+    the encoder (a loss that owns parameters needs build_model's, whose parameters are trained)."""
+    if criterion is None:
+        criterion = build_loss(cfg, LossContext(embed=lambda: emb.shape[1]))
+        if any(True for _ in criterion.parameters()):
+            raise TrainingError(f"loss {cfg.loss!r} owns parameters: pass the loss module of build_model")
+    return criterion(emb, labels)
 
 
 def resolved(cfg: Config) -> Config:
@@ -66,24 +83,25 @@ def resolved(cfg: Config) -> Config:
     return dataclasses.replace(cfg, precision=precision.resolve(cfg.precision, cfg.device))
 
 
-def place(cfg: Config, model: Siamese, head: KochHead | None) -> None:
-    """Move the model (and head) to the configured device and memory layout."""
+def place(cfg: Config, model: Siamese, criterion: nn.Module | None) -> None:
+    """Move the model (and the loss's parameters) to the configured device and memory layout."""
     model.to(cfg.device)
-    if head is not None:
-        head.to(cfg.device)
+    if criterion is not None:
+        criterion.to(cfg.device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
 
 
-def step_loss(cfg: Config, split: Split, model: Siamese, head: KochHead | None,
+def step_loss(cfg: Config, split: Split, model: Siamese, criterion: nn.Module | None,
               g: torch.Generator) -> tuple[torch.Tensor, int]:
     """Draw one P x K batch, augment, embed -> (its loss, the number of images).
 
     The batch is gathered, normalised and augmented where `split.images` lives (move the split
     to the device once with `Split.to`); indices and random draws come from the CPU generator
     `g`, so every device sees the same stream. The encoder runs in `cfg.precision` (resolved),
-    the loss in fp32."""
-    idx, labels = sample_batch(split, cfg.batch_classes, cfg.batch_shots, g)
+    the loss in fp32, given the classes' indices in the split as labels."""
+    idx, _ = sample_batch(split, cfg.batch_classes, cfg.batch_shots, g)
+    labels = split.labels[idx]
     dev = split.images.device
     x = augment(split.to_float(split.images[idx.to(dev, non_blocking=True)]), cfg.augment, g)
     x = x.to(cfg.device, non_blocking=True)
@@ -91,13 +109,13 @@ def step_loss(cfg: Config, split: Split, model: Siamese, head: KochHead | None,
         x = x.contiguous(memory_format=torch.channels_last)
     with precision.autocast(cfg.precision, cfg.device):
         emb = model(x)
-    return batch_loss(cfg, emb.float(), labels.to(cfg.device, non_blocking=True), head), len(idx)
+    return batch_loss(cfg, emb.float(), labels.to(cfg.device, non_blocking=True), criterion), len(idx)
 
 
 def _save(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write(path, buf.getvalue())
 
 
 def validate(model: Siamese | None, cfg: Config, val: Split, episodes: torch.Tensor) -> float:
@@ -115,15 +133,44 @@ def validate(model: Siamese | None, cfg: Config, val: Split, episodes: torch.Ten
 def load_checkpoint(path: Path) -> dict:
     """A checkpoint with every tensor on the CPU; `load_state_dict` then copies the model and
     optimiser state to wherever their parameters live, and the generator state (which only a
-    CPU byte tensor may set) stays where it must be."""
-    return torch.load(path, map_location="cpu", weights_only=False)
+    CPU byte tensor may set) stays where it must be. A file that is not a checkpoint (cut short,
+    overwritten) raises CheckpointError naming it."""
+    try:
+        data = Path(path).read_bytes()  # a failing disk is an OSError here; a damaged file is not
+    except OSError as e:
+        raise OneshotError(f"cannot read {path}: [Errno {e.errno}] {e.strerror}") from e
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+    except Exception as e:  # torch reports a damaged file in many ways (zip, pickle, EOF, OSError)
+        raise CheckpointError(f"{path} is unreadable (cut short or corrupt: "
+                              f"{(str(e).strip().splitlines() or [type(e).__name__])[0].split('. ')[0]})") from e
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{path} is unreadable (cut short or corrupt: not a checkpoint)")
+    return state
 
 
-def restore(state: dict, model: Siamese, head: KochHead | None, opt, sched, g: torch.Generator) -> None:
+def _checkpoint_or_none(path: Path, name: str) -> dict | None:
+    """The checkpoint at `path`; None when there is none or it cannot be read. An unreadable one
+    is moved aside to `<file>.corrupt` (kept, not deleted) with a one-line warning."""
+    if not path.exists():
+        return None
+    try:
+        return load_checkpoint(path)
+    except CheckpointError as e:
+        aside = path.with_name(path.name + ".corrupt")
+        os.replace(path, aside)
+        print(f"oneshot: warning: {e}; moved it to {aside.name}, {name} trains again from step 0",
+              file=sys.stderr, flush=True)
+        return None
+
+
+def restore(state: dict, model: Siamese, criterion: nn.Module | None, opt, sched, g: torch.Generator) -> None:
     """Put a `last.pt` state back into a model and optimiser on any device."""
     model.load_state_dict(state["model"])
-    if head is not None:
-        head.load_state_dict(state["head"])
+    if criterion is not None and state.get("loss") is not None:
+        criterion.load_state_dict(state["loss"])
+    elif criterion is not None and state.get("head") is not None:  # written when Koch's head was apart
+        criterion.head.load_state_dict(state["head"])
     opt.load_state_dict(state["opt"])
     sched.load_state_dict(state["sched"])
     g.set_state(state["rng"])
@@ -145,10 +192,11 @@ def train(cfg: Config, out: str | Path, data_root=None, resume: bool = True, pro
         raise TrainingError(f"{out} holds a run with a different config; use another --out, "
                             f"or --restart to overwrite it")
     atomic_write_text(cfg_path, json.dumps(cfg.to_dict(), indent=2))
-    if (out / "run.json").exists() and resume:
-        status = json.loads((out / "run.json").read_text()).get("status")
-        if status == "finished":
-            return out
+    # A corrupt best.pt is set aside and the run trained again from step 0 (its last.pt unused),
+    # so it ends with the weights a fresh run gives; a finished run needs a readable best.pt.
+    best_lost = resume and (out / "best.pt").exists() and _checkpoint_or_none(out / "best.pt", cfg.name) is None
+    if resume and not best_lost and (out / "best.pt").exists() and _status(out) == "finished":
+        return out
 
     train_split = load_split(cfg.dataset, cfg.protocol, cfg.train_split, data_root, cfg.image_size).to(cfg.device)
     val_split = val_episodes = None
@@ -159,18 +207,18 @@ def train(cfg: Config, out: str | Path, data_root=None, resume: bool = True, pro
         val_split = val_split.to(cfg.device)
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)  # weight initialisation
-        model, head = build_model(cfg, train_split.images.shape[1])
-    params = list(model.parameters()) + (list(head.parameters()) if head is not None else [])
-    place(cfg, model, head)
+        model, criterion = build_model(cfg, train_split.images.shape[1], train_split.n_classes)
+    params = list(model.parameters()) + list(criterion.parameters())  # the loss's own (Koch's head, ...)
+    place(cfg, model, criterion)
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
     scaler = precision.grad_scaler(cfg.precision, cfg.device)
     g = generator(cfg.seed)
     start, best, curve, elapsed = 0, -1.0, [], 0.0
     last = out / "last.pt"
-    if resume and last.exists():
-        state = load_checkpoint(last)
-        restore(state, model, head, opt, sched, g)
+    state = _checkpoint_or_none(last, cfg.name) if resume and not best_lost else None
+    if state is not None:
+        restore(state, model, criterion, opt, sched, g)
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         start, best, curve, elapsed = state["step"], state["best"], state["curve"], state["elapsed"]
@@ -185,7 +233,7 @@ def train(cfg: Config, out: str | Path, data_root=None, resume: bool = True, pro
     # progress bar or a checkpoint needs it, every 20 steps and at validation points.
     window_t, window_imgs, loss_sum, loss_n = time.perf_counter(), 0, torch.zeros((), device=cfg.device), 0
     for step in bar:
-        loss, n_images = step_loss(cfg, train_split, model, head, g)
+        loss, n_images = step_loss(cfg, train_split, model, criterion, g)
         opt.zero_grad(set_to_none=True)
         if scaler is None:
             loss.backward()
@@ -216,8 +264,9 @@ def train(cfg: Config, out: str | Path, data_root=None, resume: bool = True, pro
         if acc > best or val_split is None:
             best = acc
             _save(out / "best.pt", {"config": cfg.to_dict(), "model": model.state_dict(), "step": done,
-                                    "val_acc": acc, "in_channels": train_split.images.shape[1]})
-        _save(last, {"model": model.state_dict(), "head": head.state_dict() if head else None,
+                                    "val_acc": acc, "in_channels": train_split.images.shape[1],
+                                    "loss": criterion.state_dict()})
+        _save(last, {"model": model.state_dict(), "loss": criterion.state_dict(),
                      "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": g.get_state(),
                      "scaler": scaler.state_dict() if scaler is not None else None,
                      "step": done, "best": best, "curve": curve, "elapsed": time.perf_counter() - t0})
@@ -230,6 +279,14 @@ def train(cfg: Config, out: str | Path, data_root=None, resume: bool = True, pro
     atomic_write_text(out / "run.json", json.dumps(record, indent=2))
     last.unlink(missing_ok=True)
     return out
+
+
+def _status(out: Path) -> str | None:
+    """The status in a run directory's run.json (None when it is missing or unreadable)."""
+    try:
+        return json.loads((out / "run.json").read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def stored_identity(path: Path) -> dict | None:
@@ -247,13 +304,18 @@ def _write_curve(out: Path, curve: list[dict]) -> None:
 
 
 def load_encoder(run_dir: str | Path, device: str = "cpu") -> tuple[Siamese, Config]:
-    """The best checkpoint of a run directory -> (encoder in eval mode, its config)."""
+    """The best checkpoint of a run directory -> (encoder in eval mode, its config). The encoder
+    is rebuilt from the stored config (`encoder`, `encoder_params`: a user's class is imported
+    again); the loss is not needed and not built."""
     path = Path(run_dir) / "best.pt"
     if not path.exists():
         raise OneshotError(f"no trained encoder in {run_dir}: {path.name} is missing "
                            f"(train one with: oneshot train --config ... --out {run_dir})")
-    state = load_checkpoint(path)
+    try:
+        state = load_checkpoint(path)
+    except CheckpointError as e:
+        raise CheckpointError(f"{e}; train it again with: oneshot train --config ... --out {run_dir}") from e
     cfg = from_dict(state["config"])
-    model, _ = build_model(cfg, state["in_channels"])
+    model = build_siamese(cfg, state["in_channels"])
     model.load_state_dict(state["model"])
     return model.to(device).eval(), cfg

@@ -2,7 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from oneshot.encoders import Conv4, Koch, Pixels, ResNet12, Siamese, build_encoder
+from oneshot.encoders import Conv4, Koch, Pixels, ResNet12, Siamese
+from oneshot.registry import build_encoder
 
 
 @pytest.mark.parametrize("size, dim", [(28, 64), (84, 1600)])

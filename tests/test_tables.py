@@ -254,3 +254,17 @@ def test_write_tables_regenerates_the_same_bytes(results):
     assert again.keys() == files.keys()
     for name in files:
         assert again[name] == files[name], f"{name} differs when regenerated"
+
+
+def test_losses_from_pml_or_user_code_are_families_of_their_own():
+    cfg = lambda **kw: {**Config().to_dict(), **kw}  # noqa: E731
+    assert tables.family(cfg(loss="triplet", mining="semihard")) == "triplet-semihard"
+    assert tables.family(cfg(loss="pml:CircleLoss")) == "pml:CircleLoss"
+    ms = tables.family(cfg(loss="pml:MultiSimilarityLoss", miner="pml:MultiSimilarityMiner"))
+    assert ms == "pml:MultiSimilarityLoss+pml:MultiSimilarityMiner"
+    assert tables.family({"loss": "proto"}) == "proto"  # a record written before miners existed
+    assert tables.family_name(ms) == "MultiSimilarity + MultiSimilarity miner (PML)"
+    assert tables.family_name("pml:ArcFaceLoss") == "ArcFace (PML)"
+    assert tables.family_name("mylab.losses:focal_triplet") == "focal_triplet (mylab.losses)"
+    assert tables.family_name("triplet-hard") == tables.FAMILY_NAMES["triplet-hard"]
+    assert not tables.has_margin(cfg(loss="pml:TripletMarginLoss"))

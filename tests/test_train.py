@@ -145,8 +145,8 @@ def test_committed_configs_load_as_written(path):
     got, default = cfg.to_dict(), Config().to_dict()
     assert {k: got[k] for k in raw} == {k: float(v) if isinstance(default[k], float) else v for k, v in raw.items()}
     assert {k: v for k, v in got.items() if k not in raw} == {k: v for k, v in default.items() if k not in raw}
-    model, head = build_model(cfg, 1)  # the config names a buildable model and loss
-    assert (head is not None) == (cfg.loss == "koch")
+    model, loss = build_model(cfg, 1)  # the config names a buildable model and loss
+    assert (len(list(loss.parameters())) > 0) == (cfg.loss == "koch")  # only Koch's loss trains a head
 
 
 def test_train_then_eval_from_the_command_line(small_omniglot, tmp_path, capsys):
@@ -167,3 +167,65 @@ def test_training_without_a_validation_split_keeps_the_last_checkpoint(small_omn
     best = torch.load(out / "best.pt", weights_only=False)
     assert best["step"] == 6
     assert (out / "curve.csv").read_text().splitlines()[-1].split(",")[2] == "nan"
+
+
+@pytest.mark.filterwarnings("ignore:for .*copying from a non-meta parameter")
+def test_a_checkpoint_restores_onto_any_device(small_omniglot, tmp_path, monkeypatch):
+    """What a resumed `--device cuda` run does, without a GPU: the checkpoint is read on the
+    CPU and mapped onto a model and optimiser living elsewhere (here the meta device); the
+    generator state, which only a CPU byte tensor may set, stays on the CPU."""
+    real = train_mod.batch_loss
+    calls = {"n": 0}
+
+    def dies_at_step_5(*a):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real(*a)
+
+    monkeypatch.setattr(train_mod, "batch_loss", dies_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(), tmp_path / "r", small_omniglot, progress=False)
+    state = train_mod.load_checkpoint(tmp_path / "r" / "last.pt")
+    tensors = [state["rng"], *state["model"].values()] + [
+        v for s in state["opt"]["state"].values() for v in s.values() if torch.is_tensor(v)]
+    assert all(t.device.type == "cpu" for t in tensors)
+
+    model, head = build_model(tiny(), 1)
+    model.to("meta")
+    opt = torch.optim.Adam(model.parameters())
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    g = generator(123)
+    train_mod.restore(state, model, head, opt, sched, g)
+    assert all(p.device.type == "meta" for p in model.parameters())
+    moments = [v for s in opt.state.values() for k, v in s.items() if k != "step"]
+    assert moments and all(v.device.type == "meta" for v in moments)
+    assert torch.equal(g.get_state(), state["rng"])
+    with pytest.raises(Exception):  # the old way: mapping the whole checkpoint onto the device
+        generator(0).set_state(torch.load(tmp_path / "r" / "last.pt", map_location="meta",
+                                          weights_only=False)["rng"])
+
+
+def test_a_run_may_be_finished_on_another_device_or_layout(small_omniglot, tmp_path):
+    out = train(tiny(), tmp_path / "r", small_omniglot, progress=False)
+    before = (out / "best.pt").read_bytes()
+    train(tiny(channels_last=False), out, small_omniglot, progress=False)  # not "a different config"
+    assert (out / "best.pt").read_bytes() == before, "a finished run is not trained again"
+    from oneshot.precision import bf16_supported
+
+    if bf16_supported("cpu"):  # precision changes the numbers: part of a run's identity
+        with pytest.raises(TrainingError, match="different config"):
+            train(tiny(precision="bf16"), out, small_omniglot, progress=False)
+
+
+def test_the_prototypical_loss_uses_the_distance_its_config_names():
+    from oneshot import losses
+
+    g = torch.Generator().manual_seed(0)
+    emb, labels = torch.randn(16, 8, generator=g), torch.arange(4).repeat_interleave(4)
+    for distance in ("euclidean", "sqeuclidean", "cosine"):
+        cfg = tiny(loss="proto", distance=distance)
+        got = train_mod.batch_loss(cfg, emb, labels, None)
+        assert torch.equal(got, losses.proto(emb, labels, cfg.batch_shots - 1, distance))
+    assert not torch.equal(train_mod.batch_loss(tiny(loss="proto", distance="euclidean"), emb, labels, None),
+                           train_mod.batch_loss(tiny(loss="proto", distance="sqeuclidean"), emb, labels, None))
