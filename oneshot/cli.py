@@ -123,8 +123,14 @@ def cmd_table(args) -> None:
 def cmd_benchmark(args) -> None:
     from .benchmark import run_benchmark
 
+    from .executors import Options
+
+    opts = Options(executor=args.executor, workers=args.workers, cpus=args.cpus, gpus=args.gpus,
+                   ray_address=args.ray_address, max_retries=args.max_retries,
+                   slurm_partition=args.slurm_partition, slurm_time=args.slurm_time, slurm_gpus=args.slurm_gpus,
+                   slurm_cpus=args.slurm_cpus, slurm_parallelism=args.slurm_parallelism)
     run_benchmark(args.preset, Path(args.results), args.data_root, runs_dir=Path(args.runs),
-                  device=args.device, precision=args.precision, dry_run=args.dry_run)
+                  device=args.device, precision=args.precision, dry_run=args.dry_run, executor=opts)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -193,6 +199,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="cpu")
     precision(b, "the preset's")
     b.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+    x = b.add_argument_group("executors", "where runs execute; results and runs folders must be storage "
+                             "every worker sees")
+    x.add_argument("--executor", choices=["local", "ray", "slurm"], default="local",
+                   help="local: here, one run after another; ray: Ray tasks; slurm: a job array per study")
+    x.add_argument("--cpus", type=int, default=1, help="threads (Ray/Slurm CPUs) per run (ray, slurm)")
+    x.add_argument("--gpus", type=float, default=0, help="GPUs per run (ray)")
+    x.add_argument("--workers", type=int, help="runs at once on a Ray started here (default: cores // cpus)")
+    x.add_argument("--ray-address", help="a running Ray cluster (default: start one on this machine)")
+    x.add_argument("--max-retries", type=int, default=3, help="times a run whose Ray worker died starts again")
+    x.add_argument("--slurm-partition")
+    x.add_argument("--slurm-time", type=int, metavar="MIN", help="time limit of each run's job, minutes")
+    x.add_argument("--slurm-gpus", type=int, default=0, help="GPUs per run's job")
+    x.add_argument("--slurm-cpus", type=int, help="CPUs per run's job (default: --cpus)")
+    x.add_argument("--slurm-parallelism", type=int, metavar="K", help="at most K runs of a study at once")
     b.set_defaults(func=cmd_benchmark)
     return p
 

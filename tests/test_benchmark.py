@@ -7,6 +7,7 @@ import json
 import pytest
 
 from oneshot import benchmark as bm
+from oneshot import runs
 from oneshot import study as study_mod
 from oneshot.cli import main
 from oneshot.errors import OneshotError
@@ -127,7 +128,7 @@ def test_paired_table_compares_against_the_best_with_holm(small_omniglot, tmp_pa
 
 
 def test_a_killed_benchmark_continues_where_it_stopped(small_omniglot, tmp_path, preset, monkeypatch):
-    real = bm.evaluate_run
+    real = runs.evaluate_run
     seen = []
 
     def dies_on_third(st, cfg, *a):
@@ -136,7 +137,7 @@ def test_a_killed_benchmark_continues_where_it_stopped(small_omniglot, tmp_path,
             raise KeyboardInterrupt
         return real(st, cfg, *a)
 
-    monkeypatch.setattr(bm, "evaluate_run", dies_on_third)
+    monkeypatch.setattr(runs, "evaluate_run", dies_on_third)
     with pytest.raises(KeyboardInterrupt):
         bench(preset, tmp_path, small_omniglot)
     done = {p.parent.parent.name for p in (tmp_path / "results" / "records" / "tiny").glob("*/seed0/*.json")}
@@ -146,7 +147,7 @@ def test_a_killed_benchmark_continues_where_it_stopped(small_omniglot, tmp_path,
     import oneshot.train as train_mod
     real_train = train_mod.train
     monkeypatch.setattr(train_mod, "train", lambda cfg, *a, **k: (trained.append(cfg.name), real_train(cfg, *a, **k))[1])
-    monkeypatch.setattr(bm, "evaluate_run", real)
+    monkeypatch.setattr(runs, "evaluate_run", real)
     bench(preset, tmp_path, small_omniglot)
     # the rest of study tiny, then study tiny-lake; finished runs are not repeated
     assert trained == ["triplet-hard-m0.5", "proto", "contrastive-m0.5", "contrastive-m1.0"]
@@ -253,12 +254,12 @@ def test_device_and_layout_are_provenance_not_identity(small_omniglot, tmp_path,
     results = tmp_path / "results"
     for st in studies:
         for cfg in st.runs:
-            assert bm._run_done(results, st, cfg)
+            assert runs._run_done(results, st, cfg)
             # finishing a CPU study on a GPU (or in another memory layout) trains nothing again
-            assert bm._run_done(results, st, cfg.with_overrides(["device=cuda", "channels_last=false"]))
+            assert runs._run_done(results, st, cfg.with_overrides(["device=cuda", "channels_last=false"]))
             # what changes the numbers does count
-            assert not bm._run_done(results, st, cfg.with_overrides(["precision=bf16"]))
-            assert not bm._run_done(results, st, cfg.with_overrides(["lr=0.01"]))
+            assert not runs._run_done(results, st, cfg.with_overrides(["precision=bf16"]))
+            assert not runs._run_done(results, st, cfg.with_overrides(["lr=0.01"]))
 
 
 @pytest.mark.parametrize("edit, message", [

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from oneshot import benchmark as bm
+from oneshot import runs
 from oneshot import lock, plots, provenance
 from oneshot import train as train_mod
 from oneshot.cli import main
@@ -238,7 +239,7 @@ def test_run_one_skips_a_run_held_by_another_driver(tmp_path):
     run = tmp_path / "runs" / "s" / "c" / "seed0"
     run.mkdir(parents=True)
     (run / lock.LOCK_NAME).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getppid(), "token": "x"}))
-    assert bm.run_one(st, cfg, tmp_path / "results", tmp_path / "runs") == "held"
+    assert runs.run_one(st, cfg, tmp_path / "results", tmp_path / "runs") == "held"
 
 
 # 4. A full disk

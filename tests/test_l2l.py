@@ -124,9 +124,11 @@ def test_missing_learn2learn_says_how_to_install(monkeypatch):
 def test_core_never_imports_learn2learn():
     # nor pytorch-metric-learning (the pml extra): only a config naming a pml: class imports it
     code = ("import sys, oneshot, oneshot.data, oneshot.episodes, oneshot.evaluate, oneshot.train, oneshot.cli, "
-            "oneshot.l2l, oneshot.registry, oneshot.pml, oneshot.benchmark, oneshot.tables; "
+            "oneshot.l2l, oneshot.registry, oneshot.pml, oneshot.benchmark, oneshot.tables, oneshot.executors; "
             "assert 'learn2learn' not in sys.modules, 'learn2learn imported'; "
-            "assert 'pytorch_metric_learning' not in sys.modules, 'pytorch_metric_learning imported'")
+            "assert 'pytorch_metric_learning' not in sys.modules, 'pytorch_metric_learning imported'; "
+            "assert 'ray' not in sys.modules, 'ray imported'; "  # the ray and slurm extras: only their executors
+            "assert 'submitit' not in sys.modules, 'submitit imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

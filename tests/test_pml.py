@@ -19,7 +19,7 @@ from oneshot.episodes import generator
 from oneshot.errors import ConfigError
 from oneshot.pml import MinedLoss
 from oneshot.registry import build_loss
-from oneshot.train import build_model, place, step_loss
+from oneshot.train import build_model, place, resolved, step_loss
 
 SEEDS = [0, 1, 2]
 RAW = distances.LpDistance(normalize_embeddings=False)  # plain Euclidean, as oneshot's "euclidean"
@@ -196,7 +196,7 @@ def test_every_loss_of_the_zoo_takes_a_training_step(small_omniglot):
     split = load_split("omniglot", "vinyals", "train", small_omniglot, 28)
     torch.set_num_threads(1)
     for name, cfg in configs.items():
-        cfg = dataclasses.replace(cfg, batch_classes=6, batch_shots=4)  # the fixture has 24 classes
+        cfg = resolved(dataclasses.replace(cfg, batch_classes=6, batch_shots=4))  # the fixture has 24 classes
         with torch.random.fork_rng():
             torch.manual_seed(cfg.seed)
             model, loss_fn = build_model(cfg, 1, split.n_classes)

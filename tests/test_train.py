@@ -34,6 +34,24 @@ def tiny(**kw) -> Config:
     return Config(**{**TINY, **kw})
 
 
+def interrupt_at_step_5(out, root, monkeypatch) -> None:
+    """Train tiny() into `out` and stop it by a KeyboardInterrupt in its fifth step (after the
+    checkpoint of step 3), as a killed run would stop."""
+    calls = {"n": 0}
+    real = train_mod.batch_loss
+
+    def dies_at_step_5(*a):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real(*a)
+
+    with monkeypatch.context() as m:
+        m.setattr(train_mod, "batch_loss", dies_at_step_5)
+        with pytest.raises(KeyboardInterrupt):
+            train(tiny(), out, root, progress=False)
+
+
 def initial_weights(cfg: Config) -> dict:
     """The parameters a run of `cfg` starts from (train seeds the initialisation with cfg.seed)."""
     with torch.random.fork_rng():
@@ -84,19 +102,7 @@ def test_every_loss_trains_moves_the_weights_and_lowers_the_loss(small_omniglot,
 
 def test_interrupted_run_resumes_to_the_same_model(small_omniglot, tmp_path, monkeypatch):
     straight = train(tiny(), tmp_path / "straight", small_omniglot, progress=False)
-    calls = {"n": 0}
-    real = train_mod.batch_loss
-
-    def dies_at_step_5(*a):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        return real(*a)
-
-    monkeypatch.setattr(train_mod, "batch_loss", dies_at_step_5)
-    with pytest.raises(KeyboardInterrupt):
-        train(tiny(), tmp_path / "resumed", small_omniglot, progress=False)
-    monkeypatch.setattr(train_mod, "batch_loss", real)
+    interrupt_at_step_5(tmp_path / "resumed", small_omniglot, monkeypatch)
     assert (tmp_path / "resumed" / "last.pt").exists()
     assert json.loads((tmp_path / "resumed" / "run.json").read_text())["status"] == "running"
     train(tiny(), tmp_path / "resumed", small_omniglot, progress=False)
@@ -174,18 +180,7 @@ def test_a_checkpoint_restores_onto_any_device(small_omniglot, tmp_path, monkeyp
     """What a resumed `--device cuda` run does, without a GPU: the checkpoint is read on the
     CPU and mapped onto a model and optimiser living elsewhere (here the meta device); the
     generator state, which only a CPU byte tensor may set, stays on the CPU."""
-    real = train_mod.batch_loss
-    calls = {"n": 0}
-
-    def dies_at_step_5(*a):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        return real(*a)
-
-    monkeypatch.setattr(train_mod, "batch_loss", dies_at_step_5)
-    with pytest.raises(KeyboardInterrupt):
-        train(tiny(), tmp_path / "r", small_omniglot, progress=False)
+    interrupt_at_step_5(tmp_path / "r", small_omniglot, monkeypatch)
     state = train_mod.load_checkpoint(tmp_path / "r" / "last.pt")
     tensors = [state["rng"], *state["model"].values()] + [
         v for s in state["opt"]["state"].values() for v in s.values() if torch.is_tensor(v)]
