@@ -6,13 +6,16 @@ alternating rounds so that machine load hits both alike.
 - plain: what one writes first: the textbook [conv, BN, ReLU, max-pool] x 4 in the default
   (NCHW) memory layout, the same batches and loss.
 - oneshot: `oneshot.train.step_loss` on the model of `oneshot.train.build_model`, placed by
-  `oneshot.train.place` (channels-last; each block pools before its ReLU).
+  `oneshot.train.place` (channels-last; each block pools before its ReLU), in fp32 and in the
+  precision that `precision = "auto"` picks here (bf16 where the CPU has it natively).
 Prints `name: figure` lines.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from functools import partial
 
 import torch
 from torch import nn
@@ -22,10 +25,11 @@ from oneshot.config import Config
 from oneshot.data import load_split
 from oneshot.episodes import generator, sample_batch
 from oneshot.memory import keep_freed_memory
-from oneshot.train import build_model, place, step_loss
+from oneshot.train import build_model, place, resolved, step_loss
 
 STEPS, ROUNDS = 40, 3
 CFG = Config(loss="triplet", mining="hard", margin=0.5, batch_classes=32, batch_shots=4, normalize=True)
+AUTO = resolved(dataclasses.replace(CFG, precision="auto"))
 
 
 class PlainConv4(nn.Module):
@@ -52,11 +56,11 @@ def plain_steps(split, state, steps: int) -> int:
     return steps * CFG.batch_classes * CFG.batch_shots
 
 
-def oneshot_steps(split, state, steps: int) -> int:
+def oneshot_steps(cfg: Config, split, state, steps: int) -> int:
     model, opt = state
     g, n = generator(0), 0
     for _ in range(steps):
-        loss, n_images = step_loss(CFG, split, model, None, g)
+        loss, n_images = step_loss(cfg, split, model, None, g)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -75,10 +79,14 @@ def main() -> None:
     split = load_split("omniglot", "vinyals", "train")
     torch.manual_seed(0)
     plain = PlainConv4()
-    model, _ = build_model(CFG, 1)
-    place(CFG, model, None)
-    runs = {"plain": (plain_steps, (plain, torch.optim.Adam(plain.parameters(), CFG.lr))),
-            "oneshot": (oneshot_steps, (model, torch.optim.Adam(model.parameters(), CFG.lr)))}
+    runs = {"plain": (plain_steps, (plain, torch.optim.Adam(plain.parameters(), CFG.lr)))}
+    for name, cfg in {"oneshot": CFG, "auto": AUTO}.items():
+        if name == "auto" and AUTO.precision == "fp32":
+            continue  # auto picks fp32 here: the same step as "oneshot"
+        torch.manual_seed(0)
+        model, _ = build_model(cfg, 1)
+        place(cfg, model, None)
+        runs[name] = (partial(oneshot_steps, cfg), (model, torch.optim.Adam(model.parameters(), cfg.lr)))
     for fn, state in runs.values():
         rate(fn, split, state, 3)  # warm-up
     rates = {k: [] for k in runs}
@@ -86,10 +94,13 @@ def main() -> None:
         for k, (fn, state) in runs.items():
             rates[k].append(rate(fn, split, state, STEPS))
     best = {k: max(v) for k, v in rates.items()}
+    best.setdefault("auto", best["oneshot"])
+    how = f"({torch.get_num_threads()} threads, best of {ROUNDS} rounds of {STEPS} steps)"
     print(f"conv4 train step, plain PyTorch (NCHW, conv-BN-ReLU-pool), 28x28: {best['plain']:.0f} images/s")
-    print(f"conv4 train step, oneshot (channels-last, pool before ReLU), 28x28: {best['oneshot']:.0f} images/s")
-    print(f"train step speed-up vs plain PyTorch loop: {best['oneshot'] / best['plain']:.2f}x "
-          f"({torch.get_num_threads()} threads, best of {ROUNDS} rounds of {STEPS} steps)")
+    print(f"conv4 train step, oneshot (channels-last, pool before ReLU), fp32, 28x28: {best['oneshot']:.0f} images/s")
+    print(f"conv4 train step, oneshot, precision auto -> {AUTO.precision}, 28x28: {best['auto']:.0f} images/s")
+    print(f"train step speed-up vs plain PyTorch loop, fp32: {best['oneshot'] / best['plain']:.2f}x {how}")
+    print(f"train step speed-up vs plain PyTorch loop, auto ({AUTO.precision}): {best['auto'] / best['plain']:.2f}x {how}")
 
 
 if __name__ == "__main__":
