@@ -78,6 +78,17 @@ def isolated_cache(session_cache, monkeypatch):
 
 
 @pytest.fixture
+def one_thread():
+    """One intra-op thread for tests of tiny models: on a busy machine two threads mostly wait."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
 def small_omniglot(tmp_path, monkeypatch):
     """A tiny Omniglot data root with the structure checks scaled down to match it."""
     monkeypatch.setattr(omniglot, "SETS", SMALL_SETS)

@@ -69,12 +69,7 @@ def user_code(tmp_path, monkeypatch):
         sys.modules.pop(name, None)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_unknown_names_list_the_known_ones():

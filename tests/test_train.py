@@ -21,13 +21,7 @@ TINY = dict(steps=6, val_every=3, batch_classes=4, batch_shots=4, val_ways=3, va
             val_episodes=10, lr=1e-3)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: these models are tiny, and on a busy machine two threads mostly wait."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(**kw) -> Config:
