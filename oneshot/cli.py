@@ -14,11 +14,9 @@ from .config import PRECISIONS
 
 
 def _eval(args) -> dict:
-    import torch
-
     from .data import check_protocol, check_scoring, load_split
     from .episodes import check_request, sample_episodes
-    from .evaluate import evaluate
+    from .evaluate import embed_split, evaluate
     from .precision import resolve
 
     trained = None
@@ -54,13 +52,34 @@ def _eval(args) -> dict:
         n_shot = shots
     encode = model if trained is not None else (lambda x: x.flatten(1))
     prec = resolve(args.precision or (trained.precision if trained else "fp32"), args.device)
-    with torch.no_grad():
-        res = evaluate(encode, split, episodes, n_shot, args.classifier, args.distance,
-                       device=args.device, progress=not args.json, precision=prec)
-    return {"dataset": dataset, "protocol": protocol, "split": args.split, "ways": ways,
-            "shots": shots, "queries": queries, "episodes": res["episodes"], "seed": args.seed,
-            "encoder": args.encoder, "classifier": args.classifier, "distance": args.distance,
-            "image_size": size, "precision": prec, **res}
+    if args.verification and args.pairs < 2:
+        raise OneshotError(f"--pairs {args.pairs}: a verification set needs at least 2 pairs")
+    emb = embed_split(encode, split, device=args.device, progress=not args.json, precision=prec)
+    res = evaluate(None, split, episodes, n_shot, args.classifier, args.distance, emb=emb)
+    out = {"dataset": dataset, "protocol": protocol, "split": args.split, "ways": ways,
+           "shots": shots, "queries": queries, "episodes": res["episodes"], "seed": args.seed,
+           "encoder": args.encoder, "classifier": args.classifier, "distance": args.distance,
+           "image_size": size, "precision": prec, **res}
+    if args.verification:
+        out.update(_verification(args, split, emb, trained))
+    return out
+
+
+def _verification(args, split, emb, trained) -> dict:
+    """--verification: ROC metrics on --pairs seeded same/different pairs of the split, scored by
+    --distance (and, for a Koch run, by its head under "koch_head")."""
+    from .verification import flat, pair_scores, sample_pairs, verification_metrics
+
+    pairs, same = sample_pairs(split.labels, args.pairs, args.seed)
+    m = verification_metrics(pair_scores(emb, pairs, args.distance), same.numpy(), seed=args.seed)
+    out = {**flat(m), "verification": {k: m[k] for k in ("roc_auc", "eer", "tar_at_far", "pairs")}}
+    if trained is not None and trained.loss == "koch":
+        from .train import load_koch_head
+
+        head = load_koch_head(args.encoder, emb.shape[1])
+        k = verification_metrics(pair_scores(emb, pairs, "koch-head", head), same.numpy(), seed=args.seed)
+        out["koch_head"] = {**flat(k), "verification": {key: k[key] for key in ("roc_auc", "eer", "tar_at_far")}}
+    return out
 
 
 def cmd_eval(args) -> None:
@@ -70,6 +89,16 @@ def cmd_eval(args) -> None:
     else:
         print(f"{r['ways']}-way {r['shots']}-shot: {100 * r['mean']:.2f} ± {100 * r['ci95']:.2f} % "
               f"({r['episodes']} episodes, {r['queries']} {'query' if r['queries'] == 1 else 'queries'} per class)")
+        if "verification" in r:
+            n = sum(r["verification"]["pairs"].values())
+            for label, v in [(r["distance"], r)] + ([("Koch head", r["koch_head"])] if "koch_head" in r else []):
+                m = v["verification"]
+                tars = ", ".join(f"TAR@FAR={far} {_pct(e)}" for far, e in m["tar_at_far"].items())
+                print(f"verification by {label} ({n} pairs): ROC AUC {_pct(m['roc_auc'])}, EER {_pct(m['eer'])}, {tars}")
+
+
+def _pct(e: dict) -> str:
+    return f"{100 * e['value']:.2f} % [{100 * e['ci95'][0]:.2f}, {100 * e['ci95'][1]:.2f}]"
 
 
 def cmd_train(args) -> None:
@@ -174,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="cpu")
     precision(e, "the encoder's training precision; fp32 for pixels")
     e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--verification", action="store_true", help="also score same/different pairs of the split: "
+                   "ROC AUC, EER, TAR at FAR 1e-3 and 1e-2 with 95%% CIs (needs scikit-learn)")
+    e.add_argument("--pairs", type=int, default=20000, help="verification pairs, half same-class (default 20000)")
     e.set_defaults(func=cmd_eval)
 
     t = sub.add_parser("train", help="train a Siamese encoder from a config")

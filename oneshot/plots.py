@@ -73,3 +73,20 @@ def curves_plot(df: pd.DataFrame, path: Path) -> None:
     fig.suptitle(f"{runs.study.iloc[0]}: training curves", fontsize=9)
     _savefig(fig, path)
     plt.close(fig)
+
+
+def roc_plot(s: pd.DataFrame, title: str, path: Path) -> None:
+    """ROC curves, true accept rate against false accept rate (log), one per configuration and
+    scorer: rows of `verification_tables.summarize_seeds` with `far` and seed-mean `tar` arrays."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.6, 4.2))
+    for i, r in enumerate(s.sort_values(["roc_auc", "run"], ascending=[False, True]).itertuples()):
+        label = f"{r.run}{' (Koch head)' if r.scorer == 'koch-head' else ''}: AUC {100 * r.roc_auc:.2f}"
+        ax.plot(r.far, 100 * r.tar, color=f"C{i % 10}", lw=1.2, ls="--" if r.scorer == "koch-head" else "-",
+                label=label)
+    ax.set(xscale="log", xlabel="false accept rate", ylabel="true accept rate %", xlim=(1e-4, 1))
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=6, loc="lower right")
+    ax.set_title(title, fontsize=9)
+    _savefig(fig, path)
+    plt.close(fig)

@@ -21,6 +21,7 @@ from .evaluate import embed_split, score_episodes
 from .provenance import atomic_write_text, provenance
 from .stats import summarize
 from .study import Study, settings
+from .verification import PAIRS, pair_scores, sample_pairs, verification_metrics
 
 WAIT_S = 2.0  # how often runs held by other drivers are checked
 
@@ -30,6 +31,11 @@ def record_path(results: Path, study: str, cfg: Config, protocol: str, ways: int
     """Where the score of one run (configuration and seed) on one setting is kept."""
     return (results / "records" / study / cfg.name / f"seed{cfg.seed}"
             / f"{protocol}-{ways}w{shots}s-{classifier}-{distance}.json")
+
+
+def verification_path(results: Path, study: str, cfg: Config, protocol: str) -> Path:
+    """Where the verification scores of one run on one protocol are kept."""
+    return results / "records" / study / cfg.name / f"seed{cfg.seed}" / "verification" / f"{protocol}.json"
 
 
 def _run_done(results: Path, st: Study, cfg: Config) -> bool:
@@ -99,6 +105,27 @@ def evaluate_run(st: Study, cfg: Config, run_dir: Path, results: Path, data_root
                     }
                     path = record_path(results, st.name, cfg, protocol, ways, shots, clf, dist)
                     atomic_write_text(path, json.dumps(rec, indent=1) + "\n")
+        if split.episodes is None and st.eval.get("verification_pairs", PAIRS) > 0:
+            _verify(st, cfg, run_dir, results, split, protocol, emb, train_record)
+
+
+def _verify(st: Study, cfg: Config, run_dir: Path, results: Path, split, protocol: str, emb, train_record: dict) -> None:
+    """Score a run on the study's verification pairs: by the study's main distance, and a Koch
+    run also by its own head; one record per protocol."""
+    from .train import load_koch_head
+
+    t0 = time.perf_counter()
+    pairs, same = sample_pairs(split.labels, st.eval.get("verification_pairs", PAIRS), st.eval["seed"])
+    scorers = {st.eval.get("main_distance", "euclidean"): None}
+    if cfg.loss == "koch":
+        scorers["koch-head"] = load_koch_head(run_dir, emb.shape[1])
+    scores = {name: verification_metrics(pair_scores(emb, pairs, name, head), same.numpy(), seed=st.eval["seed"])
+              for name, head in scorers.items()}
+    rec = {"study": st.name, "run": cfg.name, "seed": cfg.seed, "dataset": cfg.dataset, "protocol": protocol,
+           "split": "test", "pair_seed": st.eval["seed"], "scores": scores,
+           "config": cfg.to_dict(), "train": {k: v for k, v in train_record.items() if k != "curve"},
+           "eval": {"verify_s": round(time.perf_counter() - t0, 2), **provenance(cfg.device)}}
+    atomic_write_text(verification_path(results, st.name, cfg, protocol), json.dumps(rec, indent=1) + "\n")
 
 
 def _run_dir(runs_dir: Path, st: Study, cfg: Config) -> Path:

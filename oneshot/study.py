@@ -7,7 +7,8 @@ with one or more `[[study]]` blocks:
     [[study]]
     name = "omniglot-cpu"
     [study.base]                     # config keys shared by every run
-    [study.eval]                     # protocols, settings, episodes, seed, classifiers, distances
+    [study.eval]                     # protocols, settings, episodes, seed, classifiers, distances,
+                                     #   verification_pairs
     [[study.runs]]                   # a configuration: a name and the keys that differ from base
     [[study.runs]]                   # keys given as lists make a grid: every combination, named
     loss = "triplet"                 #   after the loss (or `name`) and the listed values:
@@ -28,11 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import Config, from_dict
+from .verification import PAIRS
 from .data import check_protocol, check_scoring
 from .errors import OneshotError
 
 PRESETS = Path(__file__).resolve().parent / "presets"
-EVAL_DEFAULTS = {"episodes": 1000, "seed": 2026, "classifiers": ["nearest-support"], "distances": ["euclidean"]}
+# verification_pairs: same/different test pairs scored per run (oneshot.verification; 0: none)
+EVAL_DEFAULTS = {"episodes": 1000, "seed": 2026, "classifiers": ["nearest-support"], "distances": ["euclidean"],
+                 "verification_pairs": PAIRS}
 
 
 @dataclass

@@ -294,6 +294,7 @@ def paired_table(df: pd.DataFrame, protocol: str) -> pd.DataFrame:
 def write_tables(results: Path, out: Path | None = None) -> list[Path]:
     """Regenerate every table and plot from `results/records`; returns the paths written."""
     from .plots import curves_plot, margin_plot
+    from .verification_tables import write_verification
 
     out = out or results
     df = load_records(results)
@@ -344,6 +345,7 @@ def write_tables(results: Path, out: Path | None = None) -> list[Path]:
         put(folder / "all-scores.csv", full.to_csv(index=False, float_format="%.6f"))
         curves_plot(runs, folder / "curves.png")
         written.append(folder / "curves.png")
+    written += write_verification(results, out, put, _markdown)
     put(out / "README.md", _readme(results, df, conf))
     return written
 
@@ -392,5 +394,8 @@ def _readme(results: Path, df: pd.DataFrame, conf: pd.DataFrame) -> str:
               "same test episodes and matched seeds: mean difference with 95% CI and p-value from the same "
               "crossed variance, Holm-corrected per setting.",
               "- `curves.png`: training loss and validation accuracy of every run.",
+              "- `verification-<protocol>.md`, `roc-<protocol>.png` (studies whose runs were scored for "
+              "verification): ROC AUC, EER and TAR at FAR 0.1% and 1% on the same seeded same/different test "
+              "pairs for every run, with 95% CIs, and the ROC curves.",
               "- `all-scores.csv`: every run x protocol x setting x classifier x distance.", ""]
     return "\n".join(lines)

@@ -319,3 +319,17 @@ def load_encoder(run_dir: str | Path, device: str = "cpu") -> tuple[Siamese, Con
     model = build_siamese(cfg, state["in_channels"])
     model.load_state_dict(state["model"])
     return model.to(device).eval(), cfg
+
+
+def load_koch_head(run_dir: str | Path, dim: int) -> nn.Module:
+    """The similarity head a Koch run trained beside its encoder (from `best.pt`), in eval mode:
+    head.similarity(e1 [n, dim], e2 [n, dim]) -> [n]."""
+    from .losses import KochLoss
+
+    state = load_checkpoint(Path(run_dir) / "best.pt")
+    if state["config"]["loss"] != "koch" or state.get("loss") is None:
+        raise OneshotError(f"{run_dir} was trained with loss {state['config']['loss']!r}, not 'koch': "
+                           "it has no Koch head")
+    loss = KochLoss(dim)
+    loss.load_state_dict(state["loss"])
+    return loss.head.eval()

@@ -31,6 +31,7 @@ episodes = 25
 seed = 7
 classifiers = ["nearest-support", "nearest-prototype"]
 distances = ["euclidean", "cosine"]
+verification_pairs = 2000
 [[study.runs]]
 name = "contrastive-m0.5"
 loss = "contrastive"
@@ -101,8 +102,17 @@ def test_records_tables_and_byte_for_byte_regeneration(small_omniglot, tmp_path,
     vin = [json.loads(p.read_text()) for p in records if "vinyals-5w2s-nearest-support-euclidean" in p.name]
     assert len(vin) == 4 and {len(v["per_episode"]) for v in vin} == {25}
     for name in ("main-vinyals.md", "main-vinyals.tex", "main-vinyals.csv", "margins-vinyals.md",
-                 "margins-vinyals.png", "paired-vinyals.md", "curves.png", "all-scores.csv"):
+                 "margins-vinyals.png", "paired-vinyals.md", "curves.png", "all-scores.csv",
+                 "verification-vinyals.md", "roc-vinyals.png"):
         assert (results / "tiny" / name).is_file(), name
+    # verification: every run scored on the same seeded pairs; none for the fixed Lake episodes
+    ver = [json.loads(p.read_text()) for p in sorted((results / "records" / "tiny").glob("*/seed0/verification/*.json"))]
+    assert [v["run"] for v in ver] == ["contrastive-m0.5", "contrastive-m1.0", "proto", "triplet-hard-m0.5"]
+    assert all(list(v["scores"]) == ["euclidean"] and v["scores"]["euclidean"]["pairs"]["same"] == 1000
+               and v["pair_seed"] == 7 for v in ver)
+    assert not list((results / "records" / "tiny-lake").glob("*/seed0/verification"))
+    vt = (results / "tiny" / "verification-vinyals.md").read_text()
+    assert vt.count("| euclidean distance | 1 |") == 4 and "2000 pairs" in vt
     lake_md = (results / "tiny-lake" / "main-lake-20runs.md").read_text()
     assert lake_md.count("| Contrastive, all pairs †") == 2 and "without a validation split" in lake_md
     main_md = (results / "tiny" / "main-vinyals.md").read_text()
