@@ -11,6 +11,7 @@ Ray and submitit are optional extras, imported only when their executor is chose
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -130,6 +131,19 @@ class _Follow:
         return self.trained, self.others, self.failed
 
 
+@contextlib.contextmanager
+def _env(**values: str):
+    """Environment variables set for the duration of the block (unless already set), then as before."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update({k: v for k, v in values.items() if before[k] is None})
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+
+
 def _name(st, cfg) -> str:
     return f"{st.name}/{cfg.name} seed {cfg.seed}"
 
@@ -142,9 +156,9 @@ def _ray(todo, opts: Options, results, runs_dir, data_root, note):
     if opts.ray_address:
         ray.init(address=opts.ray_address, logging_level="ERROR")
     else:  # a single-node Ray that stays on loopback
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         n = opts.workers or max(1, (os.cpu_count() or 1) // opts.cpus)
-        ray.init(address="local", num_cpus=n * opts.cpus, include_dashboard=False, logging_level="ERROR")
+        with _env(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"):  # seen by the processes ray.init starts only
+            ray.init(address="local", num_cpus=n * opts.cpus, include_dashboard=False, logging_level="ERROR")
     try:
         task = ray.remote(num_cpus=opts.cpus, num_gpus=opts.gpus, max_retries=opts.max_retries)(job)
         refs = {task.remote(st, cfg, results, runs_dir, data_root, note, opts.cpus): _name(st, cfg)

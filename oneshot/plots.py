@@ -82,7 +82,7 @@ def roc_plot(s: pd.DataFrame, title: str, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(5.6, 4.2))
     for i, r in enumerate(s.sort_values(["roc_auc", "run"], ascending=[False, True]).itertuples()):
         label = f"{r.run}{' (Koch head)' if r.scorer == 'koch-head' else ''}: AUC {100 * r.roc_auc:.2f}"
-        ax.plot(r.far, 100 * r.tar, color=f"C{i % 10}", lw=1.2, ls="--" if r.scorer == "koch-head" else "-",
+        ax.plot(r.far, 100 * r.tar, color=plt.cm.tab20(i % 20), lw=1.2, ls="--" if r.scorer == "koch-head" else "-",
                 label=label)
     ax.set(xscale="log", xlabel="false accept rate", ylabel="true accept rate %", xlim=(1e-4, 1))
     ax.grid(alpha=0.3, which="both")

@@ -9,6 +9,7 @@ A run is one (configuration, seed) of a study; its records live in
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from .evaluate import embed_split, score_episodes
 from .provenance import atomic_write_text, provenance
 from .stats import summarize
 from .study import Study, settings
-from .verification import PAIRS, pair_scores, sample_pairs, verification_metrics
+from .verification import PAIRS, pair_scores, sample_pairs, sklearn_metrics, verification_metrics
 
 WAIT_S = 2.0  # how often runs held by other drivers are checked
 
@@ -114,6 +115,12 @@ def _verify(st: Study, cfg: Config, run_dir: Path, results: Path, split, protoco
     run also by its own head; one record per protocol."""
     from .train import load_koch_head
 
+    try:
+        sklearn_metrics()
+    except OneshotError as e:
+        print(f"oneshot: warning: {st.name}/{cfg.name} seed {cfg.seed} not scored for verification: {e}",
+              file=sys.stderr, flush=True)
+        return
     t0 = time.perf_counter()
     pairs, same = sample_pairs(split.labels, st.eval.get("verification_pairs", PAIRS), st.eval["seed"])
     scorers = {st.eval.get("main_distance", "euclidean"): None}

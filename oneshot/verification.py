@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .distances import paired
-from .errors import ConfigError
+from .errors import ConfigError, OneshotError
 
 FARS = (1e-3, 1e-2)
 PAIRS = 20_000
@@ -78,12 +78,21 @@ def pair_scores(emb: torch.Tensor, pairs: torch.Tensor, scorer: str, head=None) 
     return s.double().numpy()
 
 
+def sklearn_metrics():
+    """scikit-learn's metrics module, or an OneshotError that says how to install it."""
+    try:
+        from sklearn import metrics
+    except ImportError as e:
+        raise OneshotError(f"verification metrics need scikit-learn ({e}): pip install 'oneshot[verification]' "
+                           "(make install installs it)") from e
+    return metrics
+
+
 def _metrics(same: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """[AUC, EER, TAR at each FAR of FARS]."""
-    from sklearn.metrics import auc, roc_curve
-
-    fpr, tpr, _ = roc_curve(same, scores)
-    return np.array([auc(fpr, tpr), _eer(fpr, tpr), *_tar(fpr, tpr, FARS)])
+    metrics = sklearn_metrics()
+    fpr, tpr, _ = metrics.roc_curve(same, scores)
+    return np.array([metrics.auc(fpr, tpr), _eer(fpr, tpr), *_tar(fpr, tpr, FARS)])
 
 
 def _eer(fpr: np.ndarray, tpr: np.ndarray) -> float:
@@ -110,7 +119,6 @@ def verification_metrics(scores, same, resamples: int = RESAMPLES, seed: int = 0
     accept rate at the false accept rates ROC_POINTS (for plots).
     """
     from scipy.stats import bootstrap
-    from sklearn.metrics import roc_curve
 
     scores, same = np.asarray(scores, np.float64), np.asarray(same, bool)
     if not np.isfinite(scores).all():
@@ -128,7 +136,7 @@ def verification_metrics(scores, same, resamples: int = RESAMPLES, seed: int = 0
     lo, hi, se = boot.confidence_interval.low, boot.confidence_interval.high, boot.standard_error
     entry = [{"value": float(point[i]), "ci95": [float(lo[i]), float(hi[i])], "se": float(se[i])}
              for i in range(len(point))]
-    fpr, tpr, _ = roc_curve(same, scores)
+    fpr, tpr, _ = sklearn_metrics().roc_curve(same, scores)
     return {"roc_auc": entry[0], "eer": entry[1],
             "tar_at_far": {f"{far:g}": e for far, e in zip(FARS, entry[2:])},
             "pairs": {"same": int(len(pos)), "different": int(len(neg))},

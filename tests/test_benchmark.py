@@ -173,6 +173,11 @@ def test_smoke_preset_end_to_end_on_real_data(real_root, tmp_path):
     assert "5w1s" in main_md and "20w1s" in main_md
     rec = json.loads(next((tmp_path / "results" / "records").glob("omniglot-smoke/proto/seed0/vinyals-5w1s-*.json")).read_text())
     assert rec["episodes"] == 100 and rec["train"]["status"] == "finished"
+    # verification on the Vinyals test split and on Lake's evaluation alphabets (not the fixed 20 runs)
+    for study, protocol in (("omniglot-smoke", "vinyals"), ("omniglot-lake-smoke", "lake-within")):
+        assert (tmp_path / "results" / study / f"verification-{protocol}.md").is_file()
+        assert (tmp_path / "results" / study / f"roc-{protocol}.png").is_file()
+    assert not (tmp_path / "results" / "omniglot-lake-smoke" / "verification-lake-20runs.md").exists()
 
 
 def test_missing_omniglot_is_fetched_present_is_not(tmp_path, monkeypatch):

@@ -100,7 +100,10 @@ def scores(results: Path) -> dict:
     """Every record's per-episode accuracies and summary, by path."""
     recs = {p.relative_to(results).as_posix(): json.loads(p.read_text())
             for p in sorted((results / "records").glob("*/*/seed*/*.json"))}
-    return {k: (r["per_episode"], r["mean"], r["ci95"], r["train"]["best_val_acc"]) for k, r in recs.items()}
+    out = {k: (r["per_episode"], r["mean"], r["ci95"], r["train"]["best_val_acc"]) for k, r in recs.items()}
+    for p in sorted((results / "records").glob("*/*/seed*/verification/*.json")):
+        out[p.relative_to(results).as_posix()] = json.loads(p.read_text())["scores"]
+    return out
 
 
 @pytest.fixture
@@ -108,7 +111,7 @@ def local_scores(study, tmp_path):
     preset, root = study
     bench(preset, root, tmp_path / "local")
     s = scores(tmp_path / "local" / "results")
-    assert len(s) == 4
+    assert len(s) == 6  # 2 runs x (2 distances + verification)
     return s
 
 
@@ -155,8 +158,11 @@ def test_ray_gives_the_local_records_and_retries_a_killed_worker(study, local_sc
     killed: list = []
     killer = threading.Thread(target=kill_first_worker_after_a_checkpoint, args=(out / "runs", killed))
     killer.start()
+    assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ
     bench(preset, root, out, Options(executor="ray", workers=2, cpus=1, max_retries=2))
     killer.join()
+    # the loopback-only setting was for the Ray started here, not for what runs after it
+    assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ
     assert killed, "no worker was killed: the runs finished before a checkpoint was seen"
     with pytest.raises(ProcessLookupError):
         os.kill(killed[0], 0)
@@ -164,6 +170,37 @@ def test_ray_gives_the_local_records_and_retries_a_killed_worker(study, local_sc
     assert "finished x/contrastive-m0.5 seed 0" in text.err + text.out
     assert scores(out / "results") == local_scores
     assert (out / "results" / "x" / "main-vinyals.md").is_file()
+
+
+# The smoke preset on the real Omniglot: every executor gives the local executor's records
+
+@pytest.fixture(scope="module")
+def one_thread_workers():
+    """One thread here and in every worker process (Ray's, Slurm's), so the numbers are comparable."""
+    n, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    yield
+    torch.set_num_threads(n)
+    if env is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = env
+
+
+@pytest.fixture(scope="module")
+def smoke_local(real_root, one_thread_workers, tmp_path_factory):
+    """The smoke preset's records from the local executor: (data root, scores)."""
+    out = tmp_path_factory.mktemp("smoke-local")
+    bench("smoke", real_root, out)
+    return real_root, scores(out / "results")
+
+
+def test_ray_runs_the_smoke_preset_to_the_local_records(smoke_local, tmp_path):
+    pytest.importorskip("ray", reason="ray is not installed (make install installs it)")
+    root, local = smoke_local
+    bench("smoke", root, tmp_path, Options(executor="ray", workers=2, cpus=1))
+    assert len(local) > 20 and scores(tmp_path / "results") == local
 
 
 # Ray: a real two-node cluster, one node per network namespace joined by a veth pair (DESIGN)
@@ -176,11 +213,9 @@ def sh(*cmd, check=True):
 
 
 @pytest.fixture
-def two_node_ray(study, tmp_path):
+def two_node_ray(tmp_path):
     """The head in namespace A (10.201.0.1), a second node in B (10.201.0.2); one CPU each.
     Yields (address, env for a driver run inside A); stops every process of A and B by pid."""
-    if not os.environ.get("ONESHOT_TEST_RAY_NETNS"):  # passes alone; errored in its set-up after the local Ray test
-        pytest.skip("two-node Ray in network namespaces: set ONESHOT_TEST_RAY_NETNS=1 (not yet stable in a full run)")
     ray_bin = shutil.which("ray", path=os.path.dirname(os.sys.executable))
     if ray_bin is None or shutil.which("ip") is None or os.geteuid() != 0:
         pytest.skip("the two-node Ray needs ray, iproute2 and root (network namespaces)")
@@ -196,12 +231,15 @@ def two_node_ray(study, tmp_path):
                     ["-n", a, "link", "set", "lo", "up"], ["-n", b, "link", "set", "lo", "up"]):
             sh("ip", *cmd)
         ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths live here
-        env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex, "RAY_TMPDIR": ray_tmp}
+        # a multi-node Ray: nothing of a single-node one (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, an address)
+        env = {k: v for k, v in os.environ.items() if k not in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_ADDRESS")}
+        env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex, "RAY_TMPDIR": ray_tmp})
         start = [ray_bin, "start", "--num-cpus=1", "--disable-usage-stats"]
-        subprocess.run(["ip", "netns", "exec", a, *start, "--head", "--node-ip-address=10.201.0.1", "--port=6390",
-                        "--include-dashboard=false"], env=env, check=True, capture_output=True, timeout=180)
-        subprocess.run(["ip", "netns", "exec", b, *start, "--address=10.201.0.1:6390",
-                        "--node-ip-address=10.201.0.2"], env=env, check=True, capture_output=True, timeout=180)
+        for ns, args in ((a, ["--head", "--node-ip-address=10.201.0.1", "--port=6390", "--include-dashboard=false"]),
+                         (b, ["--address=10.201.0.1:6390", "--node-ip-address=10.201.0.2"])):
+            done = subprocess.run(["ip", "netns", "exec", ns, *start, *args], env=env, capture_output=True,
+                                  text=True, timeout=180)
+            assert done.returncode == 0, f"ray start in {ns} failed:\n{done.stdout}\n{done.stderr}"
         yield "10.201.0.1:6390", env
     finally:
         for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -218,18 +256,18 @@ def two_node_ray(study, tmp_path):
             shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
-def test_a_two_node_ray_gives_the_local_records(study, local_scores, two_node_ray, tmp_path):
-    preset, root = study
+def test_a_two_node_ray_runs_the_smoke_preset_to_the_local_records(smoke_local, two_node_ray, tmp_path):
+    root, local = smoke_local
     address, env = two_node_ray
     out = tmp_path / "ray2"
     driver = subprocess.run(
-        ["ip", "netns", "exec", NETNS[0], os.sys.executable, "-m", "oneshot.cli", "benchmark", "--preset", preset,
+        ["ip", "netns", "exec", NETNS[0], os.sys.executable, "-m", "oneshot.cli", "benchmark", "--preset", "smoke",
          "--results", str(out / "results"), "--runs", str(out / "runs"), "--data-root", str(root),
          "--executor", "ray", "--ray-address", address, "--cpus", "1"],
-        env=env, capture_output=True, text=True, timeout=400)
+        env=env, capture_output=True, text=True, timeout=500)
     assert driver.returncode == 0, driver.stdout + driver.stderr
     assert "executor ray: 2 workers available" in driver.stdout
-    assert scores(out / "results") == local_scores
+    assert scores(out / "results") == local
 
 
 # Slurm: a real single-node Slurm (.ci/slurm-up.sh)
@@ -280,3 +318,10 @@ def test_slurm_gives_the_local_records_and_resubmits_only_a_cancelled_run(study,
     again = capsys.readouterr().out
     assert "plan: 1 of 2 runs to do" in again and "submitted x: 1 run as Slurm job array" in again
     assert scores(out / "results") == local_scores
+
+
+def test_slurm_runs_the_smoke_preset_to_the_local_records(smoke_local, slurm_partition, tmp_path):
+    root, local = smoke_local
+    bench("smoke", root, tmp_path, Options(executor="slurm", slurm_partition=slurm_partition, slurm_time=10,
+                                           cpus=1))
+    assert scores(tmp_path / "results") == local

@@ -124,7 +124,9 @@ def test_missing_learn2learn_says_how_to_install(monkeypatch):
 def test_core_never_imports_learn2learn():
     # nor pytorch-metric-learning (the pml extra): only a config naming a pml: class imports it
     code = ("import sys, oneshot, oneshot.data, oneshot.episodes, oneshot.evaluate, oneshot.train, oneshot.cli, "
-            "oneshot.l2l, oneshot.registry, oneshot.pml, oneshot.benchmark, oneshot.tables, oneshot.executors; "
+            "oneshot.l2l, oneshot.registry, oneshot.pml, oneshot.benchmark, oneshot.tables, oneshot.executors, "
+            "oneshot.runs, oneshot.verification, oneshot.verification_tables; "
+            "assert 'sklearn' not in sys.modules, 'sklearn imported'; "
             "assert 'learn2learn' not in sys.modules, 'learn2learn imported'; "
             "assert 'pytorch_metric_learning' not in sys.modules, 'pytorch_metric_learning imported'; "
             "assert 'ray' not in sys.modules, 'ray imported'; "  # the ray and slurm extras: only their executors

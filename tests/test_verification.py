@@ -136,3 +136,13 @@ def test_eval_verification_of_a_koch_run_scores_by_distance_and_by_its_head(smal
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "verification by euclidean (600 pairs): ROC AUC" in out and "verification by Koch head" in out
+
+
+def test_without_scikit_learn_the_error_says_how_to_install_it(monkeypatch):
+    import sys
+
+    from oneshot.errors import OneshotError
+
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # `import sklearn` now fails
+    with pytest.raises(OneshotError, match=r"pip install 'oneshot\[verification\]'"):
+        verification_metrics(np.array([0.9, 0.8, 0.1, 0.2]), np.array([1, 1, 0, 0], bool))
