@@ -65,7 +65,7 @@ def plan(studies: list[Study], results: Path, data_root) -> list[tuple[Study, Co
             todo.append((st, cfg, images / rates[key] * 1.1))  # ~10% for validation and testing
     total = sum(t for *_, t in todo)
     n_all = sum(len(st.runs) for st in studies)
-    print(f"plan: {len(todo)} of {n_all} runs to do, about {total / 60:.0f} min "
+    print(f"plan: {len(todo)} of {n_all} runs to do, about {total / 60:.0f} min = {total / 3600:.1f} device-hours "
           f"(rates measured here: {', '.join(f'{r:.0f} img/s' for r in rates.values()) or 'n/a'})")
     if invalid:
         print(f"  {len(invalid)} invalid record{'s' if len(invalid) > 1 else ''} (unreadable: cut short or "
@@ -122,8 +122,9 @@ def run_benchmark(preset: str, results: Path, data_root=None, runs_dir: Path = P
     todo = plan(studies, results, data_root)
     executor = executor or Options()
     n = workers(executor, len(todo))
+    wall = wall_time([t for *_, t in todo], n)
     print(f"executor {executor.executor}: {n} worker{'s' if n > 1 else ''} available, wall time about "
-          f"{wall_time([t for *_, t in todo], n) / 60:.0f} min")
+          f"{wall / 60:.0f} min" + (f" ({wall / 3600:.1f} h)" if wall >= 7200 else ""))
     if dry_run:
         return
     t0 = time.perf_counter()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -131,6 +132,7 @@ def test_dry_run_names_workers_and_wall_time(study, tmp_path, capsys):
                      executor=Options(executor="ray", workers=2))
     out = capsys.readouterr().out
     assert "plan: 2 of 2 runs to do" in out and "executor ray: 2 workers available, wall time about" in out
+    assert re.search(r"about \d+ min = \d+\.\d device-hours \(rates measured here: \d+ img/s\)", out)
     assert not (tmp_path / "runs").exists()
 
 
