@@ -108,7 +108,7 @@ def run_benchmark(preset: str, results: Path, data_root=None, runs_dir: Path = P
 
     `device` and `precision` override the preset's; precision is resolved for the device
     ("auto" -> bf16 where it runs natively) before finished runs are looked up."""
-    from .executors import Options, execute, workers
+    from .executors import Options, execute, with_resources, workers
     from .tables import write_tables
     from .train import resolved
 
@@ -120,7 +120,7 @@ def run_benchmark(preset: str, results: Path, data_root=None, runs_dir: Path = P
         st.runs = [resolved(c.with_overrides(overrides)) for c in st.runs]
     print(f"benchmark preset {header['preset']}: {header.get('description', '')}".rstrip())
     todo = plan(studies, results, data_root)
-    executor = executor or Options()
+    executor = with_resources(executor or Options(), header.get("resources", {}))
     n = workers(executor, len(todo))
     wall = wall_time([t for *_, t in todo], n)
     print(f"executor {executor.executor}: {n} worker{'s' if n > 1 else ''} available, wall time about "

@@ -235,8 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "every worker sees")
     x.add_argument("--executor", choices=["local", "ray", "slurm"], default="local",
                    help="local: here, one run after another; ray: Ray tasks; slurm: a job array per study")
-    x.add_argument("--cpus", type=int, default=1, help="threads (Ray/Slurm CPUs) per run (ray, slurm)")
-    x.add_argument("--gpus", type=float, default=0, help="GPUs per run (ray)")
+    x.add_argument("--cpus", type=int, help="threads (Ray/Slurm CPUs) per run (ray, slurm; default: the "
+                   "preset's [resources] cpus, else 1)")
+    x.add_argument("--gpus", type=float, help="GPUs per run (ray; default: the preset's [resources] gpus, else 0)")
     x.add_argument("--workers", type=int, help="runs at once on a Ray started here (default: cores // cpus)")
     x.add_argument("--ray-address", help="a running Ray cluster (default: start one on this machine)")
     x.add_argument("--max-retries", type=int, default=3, help="times a run whose Ray worker died starts again")

@@ -18,6 +18,7 @@ import subprocess
 import time
 import uuid
 from collections import defaultdict
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,8 +37,8 @@ class Options:
 
     executor: str = "local"
     workers: int | None = None  # ray: runs at once on a Ray started here (default: cores // cpus)
-    cpus: int = 1  # threads (and Ray/Slurm CPUs) per run
-    gpus: float = 0  # Ray GPUs per run
+    cpus: int | None = None  # threads (and Ray/Slurm CPUs) per run; None: the preset's, else 1
+    gpus: float | None = None  # Ray GPUs per run; None: the preset's, else 0
     ray_address: str | None = None
     max_retries: int = 3  # ray: times a run whose worker died is started again
     slurm_partition: str | None = None
@@ -45,6 +46,19 @@ class Options:
     slurm_gpus: int = 0
     slurm_cpus: int | None = None  # default: cpus
     slurm_parallelism: int | None = None
+
+
+def with_resources(opts: Options, resources: dict) -> Options:
+    """`opts` with the per-run cpus and gpus the flags left out taken from a preset's
+    `[resources]` table (`cpus`, `gpus`), else 1 CPU and no GPU."""
+    unknown = set(resources) - {"cpus", "gpus"}
+    if unknown:
+        raise OneshotError(f"[resources] of a preset takes cpus and gpus (per run), not {', '.join(sorted(unknown))}")
+    cpus = opts.cpus if opts.cpus is not None else resources.get("cpus", 1)
+    gpus = opts.gpus if opts.gpus is not None else resources.get("gpus", 0)
+    if not isinstance(cpus, int) or cpus < 1 or not isinstance(gpus, (int, float)) or gpus < 0:
+        raise OneshotError(f"resources per run: cpus must be a whole number >= 1 and gpus >= 0, not {cpus}, {gpus}")
+    return dataclasses.replace(opts, cpus=cpus, gpus=gpus)
 
 
 def workers(opts: Options, n_runs: int) -> int:

@@ -136,6 +136,30 @@ def test_dry_run_names_workers_and_wall_time(study, tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
 
 
+def test_resources_per_run_come_from_the_flags_else_the_preset_else_defaults():
+    from oneshot.executors import with_resources
+
+    assert (with_resources(Options(), {}).cpus, with_resources(Options(), {}).gpus) == (1, 0)
+    from_preset = with_resources(Options(executor="ray"), {"cpus": 4, "gpus": 0.5})
+    assert (from_preset.cpus, from_preset.gpus) == (4, 0.5)
+    flags = with_resources(Options(executor="ray", cpus=2, gpus=1), {"cpus": 4, "gpus": 0.5})
+    assert (flags.cpus, flags.gpus) == (2, 1)
+    with pytest.raises(OneshotError, match="takes cpus and gpus"):
+        with_resources(Options(), {"memory": 4})
+    with pytest.raises(OneshotError, match="whole number"):
+        with_resources(Options(), {"cpus": 0})
+
+
+def test_a_presets_resources_set_the_workers_of_the_plan(study, tmp_path, capsys):
+    preset, root = study
+    text = Path(preset).read_text().replace('description = "two runs"', 'description = "two runs"\n[resources]\ncpus = 2')
+    (tmp_path / "r.toml").write_text(text)
+    bm.run_benchmark(str(tmp_path / "r.toml"), tmp_path / "r", root, runs_dir=tmp_path / "runs", dry_run=True,
+                     executor=Options(executor="ray"))
+    n = max(1, (os.cpu_count() or 1) // 2)
+    assert f"executor ray: {n} worker{'s' if n > 1 else ''} available" in capsys.readouterr().out
+
+
 # Ray: a real single-node cluster started by the executor, on loopback
 
 def kill_first_worker_after_a_checkpoint(runs: Path, killed: list) -> None:
