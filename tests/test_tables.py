@@ -268,3 +268,12 @@ def test_losses_from_pml_or_user_code_are_families_of_their_own():
     assert tables.family_name("mylab.losses:focal_triplet") == "focal_triplet (mylab.losses)"
     assert tables.family_name("triplet-hard") == tables.FAMILY_NAMES["triplet-hard"]
     assert not tables.has_margin(cfg(loss="pml:TripletMarginLoss"))
+
+
+def test_the_results_readme_says_how_a_benchmark_was_executed():
+    from oneshot.tables import _how
+
+    argv = ["cli.py", "benchmark", "--preset", "zoo", "--results", "r", "--executor", "ray", "--workers", "2",
+            "--cpus=1"]
+    assert _how(argv) == ["--executor", "ray", "--workers", "2", "--cpus=1"]
+    assert _how(["cli.py", "benchmark", "--preset", "default"]) == []
