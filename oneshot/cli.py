@@ -19,6 +19,12 @@ def _eval(args) -> dict:
     from .evaluate import embed_split, evaluate
     from .precision import resolve
 
+    if args.verification:  # refused before any image is decoded or embedded
+        from .verification import sklearn_metrics
+
+        if args.pairs < 2:
+            raise OneshotError(f"--pairs {args.pairs}: a verification set needs at least 2 pairs")
+        sklearn_metrics()
     trained = None
     if args.encoder != "pixels":
         from .train import load_encoder
@@ -52,8 +58,6 @@ def _eval(args) -> dict:
         n_shot = shots
     encode = model if trained is not None else (lambda x: x.flatten(1))
     prec = resolve(args.precision or (trained.precision if trained else "fp32"), args.device)
-    if args.verification and args.pairs < 2:
-        raise OneshotError(f"--pairs {args.pairs}: a verification set needs at least 2 pairs")
     emb = embed_split(encode, split, device=args.device, progress=not args.json, precision=prec)
     res = evaluate(None, split, episodes, n_shot, args.classifier, args.distance, emb=emb)
     out = {"dataset": dataset, "protocol": protocol, "split": args.split, "ways": ways,

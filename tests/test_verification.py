@@ -146,3 +146,14 @@ def test_without_scikit_learn_the_error_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn", None)  # `import sklearn` now fails
     with pytest.raises(OneshotError, match=r"pip install 'oneshot\[verification\]'"):
         verification_metrics(np.array([0.9, 0.8, 0.1, 0.2]), np.array([1, 1, 0, 0], bool))
+
+
+def test_a_verification_request_is_checked_before_any_work(small_omniglot, capsys, monkeypatch):
+    import oneshot.data
+
+    def no_work(*a, **k):
+        raise AssertionError("the split was loaded")
+
+    monkeypatch.setattr(oneshot.data, "load_split", no_work)
+    assert main(["eval", "--data-root", str(small_omniglot), "--verification", "--pairs", "1"]) == 2
+    assert "--pairs 1: a verification set needs at least 2 pairs" in capsys.readouterr().err
