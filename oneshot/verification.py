@@ -90,9 +90,12 @@ def sklearn_metrics():
 
 def _metrics(same: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """[AUC, EER, TAR at each FAR of FARS]."""
-    metrics = sklearn_metrics()
-    fpr, tpr, _ = metrics.roc_curve(same, scores)
-    return np.array([metrics.auc(fpr, tpr), _eer(fpr, tpr), *_tar(fpr, tpr, FARS)])
+    fpr, tpr, _ = sklearn_metrics().roc_curve(same, scores)
+    return _from_roc(fpr, tpr)
+
+
+def _from_roc(fpr: np.ndarray, tpr: np.ndarray) -> np.ndarray:
+    return np.array([sklearn_metrics().auc(fpr, tpr), _eer(fpr, tpr), *_tar(fpr, tpr, FARS)])
 
 
 def _eer(fpr: np.ndarray, tpr: np.ndarray) -> float:
@@ -126,7 +129,8 @@ def verification_metrics(scores, same, resamples: int = RESAMPLES, seed: int = 0
     pos, neg = scores[same], scores[~same]
     if len(pos) < 2 or len(neg) < 2:
         raise ValueError("verification needs at least 2 same and 2 different pairs")
-    point = _metrics(same, scores)
+    fpr, tpr, _ = sklearn_metrics().roc_curve(same, scores)
+    point = _from_roc(fpr, tpr)
 
     def stat(p, n):
         return _metrics(np.r_[np.ones(len(p), bool), np.zeros(len(n), bool)], np.r_[p, n])
@@ -136,7 +140,6 @@ def verification_metrics(scores, same, resamples: int = RESAMPLES, seed: int = 0
     lo, hi, se = boot.confidence_interval.low, boot.confidence_interval.high, boot.standard_error
     entry = [{"value": float(point[i]), "ci95": [float(lo[i]), float(hi[i])], "se": float(se[i])}
              for i in range(len(point))]
-    fpr, tpr, _ = sklearn_metrics().roc_curve(same, scores)
     return {"roc_auc": entry[0], "eer": entry[1],
             "tar_at_far": {f"{far:g}": e for far, e in zip(FARS, entry[2:])},
             "pairs": {"same": int(len(pos)), "different": int(len(neg))},

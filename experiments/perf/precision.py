@@ -25,13 +25,13 @@ from pathlib import Path
 import torch
 
 from augment import random_split  # the sibling script's random 84x84 images
+from train_step import oneshot_steps  # the sibling script's timed step loop
 from oneshot.config import Config
 from oneshot.data import load_split
-from oneshot.episodes import generator
 from oneshot.memory import keep_freed_memory
 from oneshot.precision import bf16_supported
 from oneshot.study import load_preset
-from oneshot.train import build_model, place, resolved, step_loss, train
+from oneshot.train import build_model, place, resolved, train
 
 ROUNDS = 5
 QUICK = "--quick" in sys.argv or os.environ.get("ONESHOT_PERF_QUICK") == "1"
@@ -46,15 +46,8 @@ def preset_run(preset: str, name: str = "contrastive-m0.5") -> Config:
 
 def steps(cfg: Config, split, state, n: int) -> float:
     """Images/s of n training steps."""
-    model, opt = state
-    g, images, t0 = generator(0), 0, time.perf_counter()
-    for _ in range(n):
-        loss, k = step_loss(cfg, split, model, None, g)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        images += k
-    return images / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    return oneshot_steps(cfg, split, state, n) / (time.perf_counter() - t0)
 
 
 def step_rates(base: Config, split, n: int) -> dict[str, float]:
