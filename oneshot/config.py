@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from .errors import OneshotError
+from .errors import ConfigError, OneshotError
 
 
 PRECISIONS = ("fp32", "bf16", "auto")
@@ -39,9 +40,15 @@ class Config:
     distance: str = "euclidean"     # distance inside the loss (proto: as ProtoNet, "sqeuclidean")
     steps: int = 1500
     batch_classes: int = 32         # P
-    batch_shots: int = 4            # K (proto: K-1 support + 1 query per class)
+    batch_shots: int = 4            # K images per class (proto: S support + K-S queries)
+    support_shots: int = 0          # proto: S support images per class of a batch; 0: K-1 (one query)
     lr: float = 1e-3
     weight_decay: float = 0.0
+    schedule: str = "cosine"        # cosine (decay to 0 over `steps`) | step (x lr_decay every lr_decay_every steps)
+    lr_decay_every: int = 2000      # step schedule: steps between two decays (Snell: 20 epochs of 100 episodes)
+    lr_decay: float = 0.5           # step schedule: the factor of each decay
+    patience: int = 0               # stop after this many validations without a new best; 0: train all `steps`
+    snapshot_images: list = field(default_factory=list)  # images seen at which the best checkpoint so far is kept
     augment: str = "none"           # none | affine | natural
     seed: int = 0
     val_every: int = 500
@@ -53,8 +60,27 @@ class Config:
     device: str = "cpu"             # how a run is run, not what it is: see HOW_KEYS
     channels_last: bool = True
 
+    def __post_init__(self):
+        check(self)
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @property
+    def n_support(self) -> int:
+        """Support images per class of a prototypical batch (the rest are queries)."""
+        return self.support_shots or self.batch_shots - 1
+
+    @property
+    def batch_images(self) -> int:
+        """Images in one training batch: P x K."""
+        return self.batch_classes * self.batch_shots
+
+    def lr_factor(self, step: int) -> float:
+        """The learning rate at `step` as a fraction of `lr`, under `schedule`."""
+        if self.schedule == "step":
+            return self.lr_decay ** (step // self.lr_decay_every)
+        return 0.5 * (1 + math.cos(math.pi * min(step, self.steps) / self.steps))
 
     def identity(self) -> dict:
         """The keys that make the experiment: two configs with equal identities give the same
@@ -87,6 +113,50 @@ class Config:
             else:
                 out[key] = value
         return from_dict(out)
+
+
+SCHEDULES = ("cosine", "step")
+AUGMENTS = ("none", "affine", "natural")
+# key -> (lowest, highest, whether the lowest itself is allowed); None: no bound on that side
+RANGES = {
+    "image_size": (1, None, True), "steps": (1, None, True), "batch_classes": (2, None, True),
+    "batch_shots": (1, None, True), "support_shots": (0, None, True), "lr": (0, None, False),
+    "weight_decay": (0, None, True), "lr_decay_every": (1, None, True), "lr_decay": (0, 1, False),
+    "patience": (0, None, True), "margin": (0, None, True), "seed": (0, None, True), "val_every": (1, None, True),
+    "val_ways": (2, None, True), "val_shots": (1, None, True), "val_queries": (1, None, True),
+    "val_episodes": (1, None, True),
+}
+PAIR_LOSSES = ("contrastive", "triplet", "koch")
+
+
+def _range_text(lo, hi, closed: bool) -> str:
+    low = f"{'>=' if closed else '>'} {lo}"
+    return low if hi is None else f"{low} and <= {hi}"
+
+
+def check(cfg: Config) -> None:
+    """Raise ConfigError naming the key, its value and what is allowed, for a config no run can use."""
+    for key, (lo, hi, closed) in RANGES.items():
+        v = getattr(cfg, key)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue  # wrong types are from_dict's to report
+        ok = math.isfinite(v) and (v >= lo if closed else v > lo) and (hi is None or v <= hi)
+        if not ok:
+            raise ConfigError(f"config key {key!r} = {v!r} is out of range: it must be {_range_text(lo, hi, closed)}")
+    for key, allowed in (("precision", PRECISIONS), ("schedule", SCHEDULES), ("augment", AUGMENTS)):
+        if getattr(cfg, key) not in allowed:
+            raise ConfigError(f"config key {key!r} = {getattr(cfg, key)!r}: choose one of {', '.join(allowed)}")
+    snaps = cfg.snapshot_images
+    if not isinstance(snaps, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0
+                                                 for n in snaps):
+        raise ConfigError(f"config key 'snapshot_images' = {snaps!r}: it must be a list of image counts > 0")
+    if cfg.loss in PAIR_LOSSES and cfg.batch_shots < 2:
+        raise ConfigError(f"loss {cfg.loss!r} forms same-class pairs inside a batch: batch_shots must be >= 2, "
+                          f"got {cfg.batch_shots}")
+    if cfg.loss == "proto" and not 1 <= cfg.n_support < cfg.batch_shots:
+        raise ConfigError(f"loss 'proto': a batch of {cfg.batch_shots} images per class with support_shots="
+                          f"{cfg.support_shots} leaves no query; need 1 <= support_shots < batch_shots "
+                          f"(or support_shots = 0 for batch_shots - 1 supports and one query, batch_shots >= 2)")
 
 
 def from_dict(d: dict) -> Config:

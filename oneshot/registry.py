@@ -78,7 +78,7 @@ LOSSES: dict[str, Callable[[Config, LossContext], nn.Module]] = {
     "triplet": lambda cfg, ctx: losses.FunctionLoss(
         losses.triplet, margin=cfg.margin, metric=cfg.distance, mining=_one_of(cfg.mining, losses.MINING, "mining")),
     "koch": lambda cfg, ctx: losses.KochLoss(ctx.embedding_size()),
-    "proto": lambda cfg, ctx: losses.FunctionLoss(losses.proto, n_support=cfg.batch_shots - 1, metric=cfg.distance),
+    "proto": lambda cfg, ctx: losses.FunctionLoss(losses.proto, n_support=cfg.n_support, metric=cfg.distance),
 }
 
 

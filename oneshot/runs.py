@@ -39,15 +39,34 @@ def verification_path(results: Path, study: str, cfg: Config, protocol: str) -> 
     return results / "records" / study / cfg.name / f"seed{cfg.seed}" / "verification" / f"{protocol}.json"
 
 
+def budget_path(results: Path, study: str, cfg: Config, images: int, protocol: str, ways: int, shots: int,
+                classifier: str, distance: str) -> Path:
+    """Where the score of a run's snapshot at `images` training images (`snapshot_images`) is kept."""
+    return (results / "records" / study / cfg.name / f"seed{cfg.seed}" / "budget" / str(images)
+            / f"{protocol}-{ways}w{shots}s-{classifier}-{distance}.json")
+
+
 def _run_done(results: Path, st: Study, cfg: Config) -> bool:
     paths = _record_paths(results, st, cfg)
     return all(_valid_record(p, cfg) for p in paths)
 
 
+def _main_scoring(st: Study) -> tuple[str, str]:
+    return st.eval.get("main_classifier", "nearest-support"), st.eval.get("main_distance", "euclidean")
+
+
 def _record_paths(results: Path, st: Study, cfg: Config) -> list[Path]:
+    clf, dist = _main_scoring(st)
     return [record_path(results, st.name, cfg, proto, w, s, c, d)
             for proto in st.eval["protocols"] for (w, s, _) in _settings_for(st, proto)
-            for c in st.eval["classifiers"] for d in st.eval["distances"]]
+            for c in st.eval["classifiers"] for d in st.eval["distances"]] + [
+            budget_path(results, st.name, cfg, n, proto, w, s, clf, dist)
+            for n in _snapshots(cfg) for proto in st.eval["protocols"] for (w, s, _) in _settings_for(st, proto)]
+
+
+def _snapshots(cfg: Config) -> list[int]:
+    """The snapshot budgets a run keeps (those below its cap of steps x batch images)."""
+    return [n for n in cfg.snapshot_images if n <= cfg.steps * cfg.batch_images]
 
 
 def _settings_for(st: Study, protocol: str) -> list[tuple[int, int, int]]:
@@ -74,40 +93,72 @@ def _unreadable_record(path: Path) -> bool:
 
 
 def evaluate_run(st: Study, cfg: Config, run_dir: Path, results: Path, data_root, train_record: dict) -> None:
-    """Score a trained run on every protocol and setting of its study; one record each."""
-    from .train import load_encoder
+    """Score a trained run on every protocol and setting of its study; one record each. Each of
+    its snapshots (`snapshot_images`) is scored too, by the study's main classifier and distance."""
+    from .train import load_encoder, snapshot_path
 
+    snapshots = [(n, load_encoder(run_dir, cfg.device, snapshot_path(run_dir, n).name)[0]) for n in _snapshots(cfg)]
     model, _ = load_encoder(run_dir, cfg.device)
     for protocol in st.eval["protocols"]:
         split = load_split(cfg.dataset, protocol, "test", data_root, cfg.image_size)
         t0 = time.perf_counter()
         emb = embed_split(model, split, device=cfg.device, progress=False, precision=cfg.precision)
         embed_s = time.perf_counter() - t0
+        settings_episodes = []
         for ways, shots, queries in _settings_for(st, protocol):
             if split.episodes is not None:
                 episodes = split.episodes
             else:
                 episodes = sample_episodes(split, ways, shots, queries, st.eval["episodes"], st.eval["seed"],
                                            by_group=protocol == "lake-within")
+            settings_episodes.append((ways, shots, queries, episodes))
             for clf in st.eval["classifiers"]:
                 for dist in st.eval["distances"]:
                     t1 = time.perf_counter()
                     acc = score_episodes(emb, episodes, shots, clf, dist)
-                    rec = {
-                        "study": st.name, "run": cfg.name, "seed": cfg.seed, "dataset": cfg.dataset, "protocol": protocol,
-                        "split": "test", "ways": ways, "shots": shots, "queries": queries,
-                        "episode_seed": st.eval["seed"], "classifier": clf, "distance": dist,
-                        "study_eval": st.eval,
-                        **summarize(acc.numpy()),
-                        "per_episode": [round(a, 6) for a in acc.tolist()],
-                        "config": cfg.to_dict(), "train": train_record,
-                        "eval": {"embed_s": round(embed_s, 2), "score_s": round(time.perf_counter() - t1, 3),
-                                 **provenance(cfg.device)},
-                    }
+                    rec = _score_record(st, cfg, protocol, ways, shots, queries, clf, dist, acc, train_record,
+                                        embed_s, time.perf_counter() - t1)
                     path = record_path(results, st.name, cfg, protocol, ways, shots, clf, dist)
                     atomic_write_text(path, json.dumps(rec, indent=1) + "\n")
+        clf, dist = _main_scoring(st)
+        for n, snap in snapshots:  # the budget curve: the best checkpoint kept at n images, main scoring only
+            t0 = time.perf_counter()
+            snap_emb = embed_split(snap, split, device=cfg.device, progress=False, precision=cfg.precision)
+            embed_s = time.perf_counter() - t0
+            at = {k: v for k, v in train_record.items() if k != "curve"} | _snapshot_info(run_dir, n)
+            for ways, shots, queries, episodes in settings_episodes:
+                t1 = time.perf_counter()
+                acc = score_episodes(snap_emb, episodes, shots, clf, dist)
+                rec = _score_record(st, cfg, protocol, ways, shots, queries, clf, dist, acc, at, embed_s,
+                                    time.perf_counter() - t1) | {"budget_images": n}
+                path = budget_path(results, st.name, cfg, n, protocol, ways, shots, clf, dist)
+                atomic_write_text(path, json.dumps(rec, indent=1) + "\n")
         if split.episodes is None and st.eval.get("verification_pairs", PAIRS) > 0:
             _verify(st, cfg, run_dir, results, split, protocol, emb, train_record)
+
+
+def _score_record(st: Study, cfg: Config, protocol: str, ways: int, shots: int, queries: int, clf: str, dist: str,
+                  acc, train_record: dict, embed_s: float, score_s: float) -> dict:
+    return {
+        "study": st.name, "run": cfg.name, "seed": cfg.seed, "dataset": cfg.dataset, "protocol": protocol,
+        "split": "test", "ways": ways, "shots": shots, "queries": queries,
+        "episode_seed": st.eval["seed"], "classifier": clf, "distance": dist,
+        "study_eval": st.eval,
+        **summarize(acc.numpy()),
+        "per_episode": [round(a, 6) for a in acc.tolist()],
+        "config": cfg.to_dict(), "train": train_record,
+        "eval": {"embed_s": round(embed_s, 2), "score_s": round(score_s, 3), **provenance(cfg.device)},
+    }
+
+
+def _snapshot_info(run_dir: Path, images: int) -> dict:
+    """What a snapshot holds: the step and validation accuracy of the checkpoint kept at `images`."""
+    from .train import load_checkpoint, snapshot_path
+
+    state = load_checkpoint(snapshot_path(run_dir, images))
+    cfg = state["config"]
+    return {"best_step": state["step"], "best_val_acc": state["val_acc"],
+            "best_images": state["step"] * cfg["batch_classes"] * cfg["batch_shots"], "budget_images": images}
 
 
 def _verify(st: Study, cfg: Config, run_dir: Path, results: Path, split, protocol: str, emb, train_record: dict) -> None:

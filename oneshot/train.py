@@ -211,10 +211,10 @@ def train(cfg: Config, out: str | Path, data_root=None, resume: bool = True, pro
     params = list(model.parameters()) + list(criterion.parameters())  # the loss's own (Koch's head, ...)
     place(cfg, model, criterion)
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, cfg.lr_factor)
     scaler = precision.grad_scaler(cfg.precision, cfg.device)
     g = generator(cfg.seed)
-    start, best, curve, elapsed = 0, -1.0, [], 0.0
+    start, best, best_step, waited, curve, elapsed = 0, -1.0, 0, 0, [], 0.0
     last = out / "last.pt"
     state = _checkpoint_or_none(last, cfg.name) if resume and not best_lost else None
     if state is not None:
@@ -222,6 +222,12 @@ def train(cfg: Config, out: str | Path, data_root=None, resume: bool = True, pro
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         start, best, curve, elapsed = state["step"], state["best"], state["curve"], state["elapsed"]
+        best_step, waited = state.get("best_step", 0), state.get("waited", 0)
+        if state.get("stopped"):  # stopped early, then interrupted before the run was marked finished
+            start = cfg.steps
+    # a snapshot at N images: the first step whose batch reaches N images seen validates, and the
+    # best checkpoint so far is kept as `best@N.pt` (what a run capped at N images would keep)
+    snap_steps = {-(-n // cfg.batch_images): n for n in cfg.snapshot_images if n <= cfg.steps * cfg.batch_images}
 
     record = {"status": "running", "seed": cfg.seed, "precision": cfg.precision, **provenance(cfg.device),
               "pixels_val_acc": validate(None, cfg, val_split, val_episodes) if val_split is not None else math.nan}
@@ -245,7 +251,7 @@ def train(cfg: Config, out: str | Path, data_root=None, resume: bool = True, pro
         sched.step()
         loss_sum, loss_n, window_imgs = loss_sum + loss.detach(), loss_n + 1, window_imgs + n_images
         done = step + 1
-        validating = done % cfg.val_every == 0 or done == cfg.steps
+        validating = done % cfg.val_every == 0 or done == cfg.steps or done in snap_steps
         if not (validating or done % 20 == 0):
             continue
         mean_loss = loss_sum.item() / loss_n
@@ -262,23 +268,46 @@ def train(cfg: Config, out: str | Path, data_root=None, resume: bool = True, pro
         curve.append({"step": done, "loss": mean_loss, "val_acc": acc, "images_per_s": rate,
                       "lr": sched.get_last_lr()[0]})
         if acc > best or val_split is None:
-            best = acc
+            best, best_step, waited = acc, done, 0
             _save(out / "best.pt", {"config": cfg.to_dict(), "model": model.state_dict(), "step": done,
                                     "val_acc": acc, "in_channels": train_split.images.shape[1],
                                     "loss": criterion.state_dict()})
+        else:
+            waited += 1
+        if done in snap_steps:
+            _copy(out / "best.pt", snapshot_path(out, snap_steps[done]))
+        stopping = cfg.patience > 0 and waited >= cfg.patience
         _save(last, {"model": model.state_dict(), "loss": criterion.state_dict(),
                      "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": g.get_state(),
                      "scaler": scaler.state_dict() if scaler is not None else None,
-                     "step": done, "best": best, "curve": curve, "elapsed": time.perf_counter() - t0})
+                     "step": done, "best": best, "best_step": best_step, "waited": waited,
+                     "stopped": stopping, "curve": curve, "elapsed": time.perf_counter() - t0})
         _write_curve(out, curve)
         bar.set_postfix(loss=f"{mean_loss:.4f}", val=f"{acc:.4f}", img_s=f"{rate:.0f}")
         window_t, window_imgs, loss_sum, loss_n = time.perf_counter(), 0, torch.zeros((), device=cfg.device), 0
+        if stopping:
+            break
     bar.close()
+    stopped = curve[-1]["step"] if curve else cfg.steps
+    for n in cfg.snapshot_images:  # stopped early before N images: capped at N, it would have stopped here too
+        if n <= cfg.steps * cfg.batch_images and not snapshot_path(out, n).exists():
+            _copy(out / "best.pt", snapshot_path(out, n))
     record.update(status="finished", wall_time_s=round(time.perf_counter() - t0, 1), best_val_acc=best,
-                  steps=cfg.steps)
+                  steps=cfg.steps, stopped_step=stopped, stopped_early=stopped < cfg.steps,
+                  images_seen=stopped * cfg.batch_images, best_step=best_step,
+                  best_images=best_step * cfg.batch_images)
     atomic_write_text(out / "run.json", json.dumps(record, indent=2))
     last.unlink(missing_ok=True)
     return out
+
+
+def snapshot_path(run_dir: Path, images: int) -> Path:
+    """The best checkpoint a run had kept when it had seen `images` training images."""
+    return Path(run_dir) / f"best@{images}.pt"
+
+
+def _copy(src: Path, dst: Path) -> None:
+    atomic_write(dst, src.read_bytes())
 
 
 def _status(out: Path) -> str | None:
@@ -303,11 +332,12 @@ def _write_curve(out: Path, curve: list[dict]) -> None:
     atomic_write_text(out / "curve.csv", "\n".join(lines) + "\n")
 
 
-def load_encoder(run_dir: str | Path, device: str = "cpu") -> tuple[Siamese, Config]:
-    """The best checkpoint of a run directory -> (encoder in eval mode, its config). The encoder
-    is rebuilt from the stored config (`encoder`, `encoder_params`: a user's class is imported
-    again); the loss is not needed and not built."""
-    path = Path(run_dir) / "best.pt"
+def load_encoder(run_dir: str | Path, device: str = "cpu", checkpoint: str = "best.pt") -> tuple[Siamese, Config]:
+    """The best checkpoint of a run directory (or another `checkpoint` of it, e.g. a snapshot
+    `best@N.pt`) -> (encoder in eval mode, its config). The encoder is rebuilt from the stored
+    config (`encoder`, `encoder_params`: a user's class is imported again); the loss is not
+    needed and not built."""
+    path = Path(run_dir) / checkpoint
     if not path.exists():
         raise OneshotError(f"no trained encoder in {run_dir}: {path.name} is missing "
                            f"(train one with: oneshot train --config ... --out {run_dir})")

@@ -218,3 +218,84 @@ def test_the_prototypical_loss_uses_the_distance_its_config_names():
         assert torch.equal(got, losses.proto(emb, labels, cfg.batch_shots - 1, distance))
     assert not torch.equal(train_mod.batch_loss(tiny(loss="proto", distance="euclidean"), emb, labels, None),
                            train_mod.batch_loss(tiny(loss="proto", distance="sqeuclidean"), emb, labels, None))
+
+
+# ---- recipes: episode-shaped proto batches, step decay, early stopping, budget snapshots ----
+
+def test_proto_batch_uses_support_shots_as_support_and_the_rest_as_queries():
+    from oneshot.registry import build_loss
+
+    cfg = tiny(loss="proto", batch_classes=3, batch_shots=6, support_shots=1, normalize=False, distance="sqeuclidean")
+    loss = build_loss(cfg)
+    assert loss.params["n_support"] == 1
+    assert tiny(loss="proto", batch_shots=6).n_support == 5  # support_shots 0: K - 1, as before
+
+
+def test_step_schedule_halves_every_n_steps_and_cosine_stays_the_default():
+    cfg = tiny(schedule="step", lr_decay_every=4, lr_decay=0.5, steps=20)
+    assert [cfg.lr_factor(s) for s in (0, 3, 4, 7, 8, 12)] == [1, 1, 0.5, 0.5, 0.25, 0.125]
+    cos = tiny(steps=10)
+    assert cos.schedule == "cosine" and cos.lr_factor(0) == 1 and cos.lr_factor(10) == pytest.approx(0)
+
+
+def test_early_stopping_stops_after_patience_validations_without_a_new_best(small_omniglot, tmp_path, monkeypatch):
+    accs = iter([0.5, 0.6, 0.55, 0.58, 0.9, 0.95])  # best at the 2nd validation, then 2 without gain
+    monkeypatch.setattr(train_mod, "validate", lambda model, *a: 0.1 if model is None else next(accs))
+    out = train(tiny(steps=12, val_every=2, patience=2), tmp_path / "run", small_omniglot, progress=False)
+    rec = json.loads((out / "run.json").read_text())
+    assert (rec["stopped_step"], rec["stopped_early"], rec["best_step"]) == (8, True, 4)
+    assert rec["images_seen"] == 8 * 16 and rec["best_images"] == 4 * 16 and rec["best_val_acc"] == 0.6
+    assert torch.load(out / "best.pt", weights_only=False)["step"] == 4
+    assert [int(row["step"]) for row in csv.DictReader(io.StringIO((out / "curve.csv").read_text()))] == [2, 4, 6, 8]
+
+
+def test_patience_zero_trains_every_step(small_omniglot, tmp_path, monkeypatch):
+    accs = iter([0.9, 0.1, 0.1, 0.1])
+    monkeypatch.setattr(train_mod, "validate", lambda model, *a: 0.1 if model is None else next(accs))
+    rec = json.loads((train(tiny(steps=8, val_every=2), tmp_path / "run", small_omniglot, progress=False)
+                      / "run.json").read_text())
+    assert (rec["stopped_step"], rec["stopped_early"], rec["best_step"]) == (8, False, 2)
+
+
+def test_a_run_stopped_early_and_killed_before_it_finished_does_not_train_on(small_omniglot, tmp_path, monkeypatch):
+    accs = iter([0.5, 0.4])
+    monkeypatch.setattr(train_mod, "validate", lambda model, *a: 0.1 if model is None else next(accs))
+    real_write = train_mod.atomic_write_text
+
+    def dies_when_finishing(path, text):
+        if Path(path).name == "run.json" and '"finished"' in text:
+            raise KeyboardInterrupt
+        real_write(path, text)
+
+    cfg = tiny(steps=12, val_every=2, patience=1)
+    with monkeypatch.context() as m:
+        m.setattr(train_mod, "atomic_write_text", dies_when_finishing)
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg, tmp_path / "run", small_omniglot, progress=False)
+    monkeypatch.setattr(train_mod, "step_loss", lambda *a: pytest.fail("a stopped run trained again"))
+    rec = json.loads((train(cfg, tmp_path / "run", small_omniglot, progress=False) / "run.json").read_text())
+    assert (rec["status"], rec["stopped_step"], rec["best_step"]) == ("finished", 4, 2)
+
+
+def test_snapshots_keep_the_best_checkpoint_at_each_budget(small_omniglot, tmp_path, monkeypatch):
+    # 16 images a step; snapshots at 40 images (step 3: validated there though val_every is 4) and
+    # 112 (step 7); 400 is past the cap of 8 steps and is not kept
+    accs = iter([0.5, 0.7, 0.6, 0.65, 0.66])
+    monkeypatch.setattr(train_mod, "validate", lambda model, *a: 0.1 if model is None else next(accs))
+    out = train(tiny(steps=8, val_every=4, snapshot_images=[40, 112, 400]), tmp_path / "run", small_omniglot,
+                progress=False)
+    steps = [int(r["step"]) for r in csv.DictReader(io.StringIO((out / "curve.csv").read_text()))]
+    assert steps == [3, 4, 7, 8]
+    snap = {n: torch.load(out / f"best@{n}.pt", weights_only=False) for n in (40, 112)}
+    assert (snap[40]["step"], snap[40]["val_acc"]) == (3, 0.5)
+    assert (snap[112]["step"], snap[112]["val_acc"]) == (4, 0.7)
+    assert not (out / "best@400.pt").exists()
+
+
+def test_a_snapshot_after_an_early_stop_is_the_final_best(small_omniglot, tmp_path, monkeypatch):
+    accs = iter([0.5, 0.4, 0.3])
+    monkeypatch.setattr(train_mod, "validate", lambda model, *a: 0.1 if model is None else next(accs))
+    out = train(tiny(steps=12, val_every=2, patience=2, snapshot_images=[160]), tmp_path / "run", small_omniglot,
+                progress=False)
+    assert json.loads((out / "run.json").read_text())["stopped_step"] == 6
+    assert torch.load(out / "best@160.pt", weights_only=False)["step"] == 2
