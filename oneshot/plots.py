@@ -90,3 +90,25 @@ def roc_plot(s: pd.DataFrame, title: str, path: Path) -> None:
     ax.set_title(title, fontsize=9)
     _savefig(fig, path)
     plt.close(fig)
+
+
+def budget_plot(b: pd.DataFrame, title: str, path: Path) -> None:
+    """Test accuracy against training images (log axis), one line per configuration with its
+    95% crossed CI as a band, one panel per setting: rows of `budget_tables.budget_frame`."""
+    plt = _pyplot()
+    sets = sorted({(w, s) for w, s in zip(b.ways, b.shots)})
+    fig, axes = plt.subplots(1, len(sets), figsize=(4.6 * len(sets), 3.6), squeeze=False)
+    colours = {run: plt.cm.tab10(i % 10) for i, run in enumerate(sorted(b.run.unique()))}
+    for ax, (w, s) in zip(axes[0], sets):
+        for run, g in b[(b.ways == w) & (b.shots == s)].groupby("run", sort=True):
+            g = g.sort_values("budget")
+            ax.plot(g.budget, 100 * g["mean"], marker="o", ms=3, lw=1.2, color=colours[run], label=run)
+            ax.fill_between(g.budget, 100 * (g["mean"] - g.ci95), 100 * (g["mean"] + g.ci95),
+                            color=colours[run], alpha=0.15, lw=0)
+        ax.set(xscale="log", xlabel="training images seen", title=f"{w}-way {s}-shot")
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].set_ylabel("test accuracy % (seed mean, 95% CI)")
+    axes[0][-1].legend(fontsize=6)
+    fig.suptitle(f"{title}: accuracy against training budget", fontsize=9, y=1.02)
+    _savefig(fig, path)
+    plt.close(fig)

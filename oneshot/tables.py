@@ -91,13 +91,21 @@ def has_margin(cfg: dict) -> bool:
     return cfg["loss"] in ("contrastive", "triplet")
 
 
-def load_records(results: Path) -> pd.DataFrame:
-    """Every score record under `results/records` as one row (per_episode kept as an array).
+RECORDS = "*/*/seed*/*.json"
+BUDGET_RECORDS = "*/*/seed*/budget/*/*.json"
+
+
+def load_records(results: Path, pattern: str = RECORDS) -> pd.DataFrame:
+    """Every score record under `results/records` as one row (per_episode kept as an array);
+    `pattern` BUDGET_RECORDS reads the scores of the runs' budget snapshots instead.
 
     Tables are never written from an incomplete set: unreadable records (cut short, corrupt)
     raise an OneshotError naming every one of them."""
     rows, bad = [], []
-    for path in sorted((results / "records").glob("*/*/seed*/*.json")):
+    if not (results / "records").is_dir():
+        raise OneshotError(f"no records under {results}: expected {results / 'records'} "
+                           "(made by `oneshot benchmark`)")
+    for path in sorted((results / "records").glob(pattern)):
         try:
             rows.append(_record_row(path))
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -106,8 +114,8 @@ def load_records(results: Path) -> pd.DataFrame:
         raise OneshotError(f"{len(bad)} unreadable record{'s' if len(bad) > 1 else ''} (cut short or corrupt), "
                            "so no table is written from an incomplete set:\n" + "".join(f"  {p}\n" for p in bad)
                            + "delete them and run `oneshot benchmark` again to recompute them")
-    if not rows:
-        raise FileNotFoundError(f"no records under {results / 'records'}")
+    if not rows and pattern == RECORDS:
+        raise OneshotError(f"no records under {results / 'records'} (made by `oneshot benchmark`)")
     return pd.DataFrame(rows)
 
 
@@ -127,8 +135,31 @@ def _record_row(path: Path) -> dict:
         "main": (r["study_eval"].get("main_classifier", "nearest-support"),
                  r["study_eval"].get("main_distance", "euclidean")),
         "curve": tr.get("curve", ""), "commit": tr["commit"], "versions": tr["versions"],
-        "device": tr["device"], "embed_s": r["eval"]["embed_s"],
+        "device": tr["device"], "embed_s": r["eval"]["embed_s"], "batch": batch_shape(cfg),
+        "budget": r.get("budget_images", cfg["steps"] * cfg["batch_classes"] * cfg["batch_shots"]),
+        "images_seen": tr.get("images_seen", np.nan),
+        "reproduces": json.dumps(r["study_eval"].get("reproduces", []), sort_keys=True),
     }
+
+
+def batch_shape(cfg: dict) -> str:
+    """A training batch as P x K, or P x (S+Q) for a prototypical batch of S supports and Q queries."""
+    p, k = cfg["batch_classes"], cfg["batch_shots"]
+    if cfg["loss"] != "proto":
+        return f"{p}x{k}"
+    support = cfg.get("support_shots", 0) or k - 1
+    return f"{p}x({support}+{k - support})"
+
+
+def recipes(d: pd.DataFrame) -> list[dict]:
+    """The published recipes a study reproduces (`[[study.eval.reproduces]]`): each with `label`
+    (its table row), `published` (the PUBLISHED row it reproduces) and `runs` (test shots, as a
+    string, -> the configuration trained for them)."""
+    return json.loads(d.reproduces.iloc[0]) if len(d) and "reproduces" in d else []
+
+
+def recipe_run(recipe: dict, shots: int) -> str | None:
+    return recipe["runs"].get(str(shots))
 
 
 SCORE_KEYS = ["study", "run", "protocol", "ways", "shots", "classifier", "distance"]
@@ -146,7 +177,8 @@ def configurations(df: pd.DataFrame) -> pd.DataFrame:
         first = g.iloc[0]
         rows.append({**dict(zip(SCORE_KEYS, key)), "dataset": first.dataset, "queries": first.queries,
                      "episodes": first.episodes, "family": first.family, "margin": first.margin,
-                     "main": first["main"], "seed_list": tuple(g.seed), "acc": acc, "mean": c["mean"],
+                     "main": first["main"], "reproduces": first.reproduces, "batch": first.batch,
+                     "seed_list": tuple(g.seed), "acc": acc, "mean": c["mean"],
                      "ci95": c["ci95"], "seeds": c["seeds"], "seed_sd": c["seed_sd"],
                      "val_acc": g.val_acc.mean(), "collapsed": int((g.val_acc <= g.pixels_val_acc).sum())})
     return pd.DataFrame(rows)
@@ -214,18 +246,31 @@ def main_table(df: pd.DataFrame, protocol: str) -> tuple[pd.DataFrame, set]:
     below. `df` is `configurations(...)`."""
     d = _main_view(df, protocol)
     setting_cols = sorted({(w, s) for w, s in zip(d.ways, d.shots)})
-    best = _best_runs(d)
+    recs = recipes(d)
+    in_recipes = {run for r in recs for run in r["runs"].values()}
+    best = _best_runs(d[~d.run.isin(in_recipes)])
+    # our rows: (label, margin, batch, {setting: the run scored there})
+    ours = [(family_name(b.family) + _marks(b), "–" if np.isnan(b.margin) else f"{b.margin:g}", b.batch,
+             {c: b.run for c in setting_cols}) for b in best.itertuples()]
+    for r in recs:
+        runs = {c: recipe_run(r, c[1]) for c in setting_cols if recipe_run(r, c[1])}
+        shapes = " / ".join(dict.fromkeys(d[d.run == run].batch.iloc[0] for run in runs.values() if (d.run == run).any()))
+        ours.append((r["label"], "–", shapes, runs))
+    cell = {}
+    for i, (*_, runs) in enumerate(ours):
+        for c, run in runs.items():
+            hit = d[(d.run == run) & (d.ways == c[0]) & (d.shots == c[1])]
+            if not hit.empty:
+                cell[i, c] = hit.iloc[0]
+    winners = {c: max((h["mean"] for (_, c2), h in cell.items() if c2 == c), default=np.nan) for c in setting_cols}
     rows, bold = [], set()
-    winners = {c: d[d.run.isin(best.run) & (d.ways == c[0]) & (d.shots == c[1])]["mean"].max() for c in setting_cols}
-    for i, b in enumerate(best.itertuples()):
-        row = {"Loss": family_name(b.family) + _marks(b),
-               "Margin": "–" if np.isnan(b.margin) else f"{b.margin:g}"}
+    for i, (label, margin, batch, _) in enumerate(ours):
+        row = {"Loss": label, "Margin": margin} | ({"Batch": batch} if recs else {})
         for c in setting_cols:
-            hit = d[(d.run == b.run) & (d.ways == c[0]) & (d.shots == c[1])]
-            if hit.empty:
+            h = cell.get((i, c))
+            if h is None:
                 row[_col(*c)] = ""
                 continue
-            h = hit.iloc[0]
             text = _cell(h["mean"], h["ci95"], h["seeds"], h["seed_sd"])
             if h["mean"] == winners[c]:
                 text, _ = f"**{text}**", bold.add((i, _col(*c)))
@@ -233,7 +278,7 @@ def main_table(df: pd.DataFrame, protocol: str) -> tuple[pd.DataFrame, set]:
         rows.append(row)
     key = (d.dataset.iloc[0], protocol) if (d.dataset.iloc[0], protocol) in PUBLISHED else (d.dataset.iloc[0], None)
     for name, source, cells in PUBLISHED.get(key, []):
-        row = {"Loss": f"{name} (published: {source})", "Margin": ""}
+        row = {"Loss": f"{name} (published: {source})", "Margin": ""} | ({"Batch": ""} if recs else {})
         row.update({_col(*c): cells.get(c, "") for c in setting_cols})
         rows.append(row)
     return pd.DataFrame(rows), bold
@@ -264,12 +309,14 @@ def reference(df: pd.DataFrame) -> str | None:
 
 
 def paired_table(df: pd.DataFrame, protocol: str) -> pd.DataFrame:
-    """Per setting: every configuration against the reference (best on validation), on matched
-    seeds and the same episodes; Holm over the rows of a setting."""
+    """Per setting: every configuration against the reference (the study's first reproduced
+    recipe for the setting's shots, else the best on validation), on matched seeds and the same
+    episodes; Holm over the rows of a setting."""
     d = _main_view(df, protocol)
-    ref = reference(d)
+    recs = recipes(d)
     rows = []
     for (w, s), g in d.groupby(["ways", "shots"], sort=True):
+        ref = recipe_run(recs[0], s) if recs and recipe_run(recs[0], s) else reference(d)
         top = g[g.run == ref]
         if top.empty:
             continue
@@ -294,6 +341,7 @@ def paired_table(df: pd.DataFrame, protocol: str) -> pd.DataFrame:
 def write_tables(results: Path, out: Path | None = None) -> list[Path]:
     """Regenerate every table and plot from `results/records`; returns the paths written."""
     from .plots import curves_plot, margin_plot
+    from .budget_tables import write_budget
     from .verification_tables import write_verification
 
     out = out or results
@@ -332,10 +380,13 @@ def write_tables(results: Path, out: Path | None = None) -> list[Path]:
                 margin_plot(_main_view(pd_, protocol), protocol, folder / f"margins-{protocol}.png", FAMILY_NAMES)
                 written.append(folder / f"margins-{protocol}.png")
             pt = paired_table(pd_, protocol)
+            recs = recipes(pd_)
+            ref_text = (f"the reproduced recipe ({recs[0]['label']}) trained for the setting's shots, where it has one; "
+                        "else the configuration with the best validation accuracy (mean over seeds)" if recs else
+                        "the configuration with the best validation accuracy (mean over seeds), never chosen on test")
             if not pt.empty:
                 put(folder / f"paired-{protocol}.md", f"# {study}: every configuration against the reference, "
-                    f"same episodes ({protocol}, {clf}, {dist})\n\nReference: the configuration with the best "
-                    "validation accuracy (mean over seeds), never chosen on test. Difference = configuration - "
+                    f"same episodes ({protocol}, {clf}, {dist})\n\nReference: {ref_text}. Difference = configuration - "
                     "reference, accuracy points, per (seed, episode) on matched seeds, with its 95% CI "
                     "and p-value from the same crossed seeds x episodes variance; Holm correction over the rows "
                     "of each setting.\n\n" + _markdown(pt))
@@ -346,8 +397,47 @@ def write_tables(results: Path, out: Path | None = None) -> list[Path]:
         curves_plot(runs, folder / "curves.png")
         written.append(folder / "curves.png")
     written += write_verification(results, out, put, _markdown)
-    put(out / "README.md", _readme(results, df, conf))
+    budget_plots, budget_lines = write_budget(results, out, df, put, _markdown)
+    written += budget_plots
+    put(out / "README.md", _readme(results, df, conf, budget_lines))
     return written
+
+
+def reproduced(conf: pd.DataFrame) -> list[dict]:
+    """Every published cell a study's recipes reproduce: study, label, protocol, setting, the
+    published value, oneshot's seed mean and crossed CI, seeds, and whether the published value
+    lies inside the CI."""
+    out = []
+    for study, sd in conf.groupby("study", sort=True):
+        for protocol in sorted(sd.protocol.unique()):
+            d = _main_view(sd, protocol)
+            key = (d.dataset.iloc[0], protocol) if (d.dataset.iloc[0], protocol) in PUBLISHED else (d.dataset.iloc[0], None)
+            published = {name: cells for name, _, cells in PUBLISHED.get(key, [])}
+            for r in recipes(d):
+                for (w, s), value in sorted(published.get(r["published"], {}).items()):
+                    hit = d[(d.run == recipe_run(r, s)) & (d.ways == w) & (d.shots == s)] if recipe_run(r, s) else d[:0]
+                    if hit.empty:
+                        continue
+                    h, pub = hit.iloc[0], float(value.split()[0]) / 100
+                    out.append({"study": study, "label": r["label"], "protocol": protocol, "setting": _col(w, s),
+                                "run": h.run, "published": pub, "mean": h["mean"], "ci95": h["ci95"],
+                                "seeds": h.seeds, "inside": abs(pub - h["mean"]) <= h["ci95"]})
+    return out
+
+
+def _reproduced_lines(conf: pd.DataFrame) -> list[str]:
+    rows = reproduced(conf)
+    if not rows:
+        return []
+    lines = ["Reproduced published numbers (published; oneshot's mean over seeds ± 95% crossed CI; whether the "
+             "published value lies inside the CI; the gap):", ""]
+    for r in rows:
+        gap = 100 * (r["mean"] - r["published"])
+        lines.append(f"- {r['study']}, {r['label']}, {r['protocol']} {r['setting']} (run {r['run']}): published "
+                     f"{100 * r['published']:.1f}; reproduced {100 * r['mean']:.2f} ± {100 * r['ci95']:.2f} "
+                     f"({r['seeds']} seed{'s' if r['seeds'] > 1 else ''}); published value inside the CI: "
+                     f"{'yes' if r['inside'] else 'no'}; gap {gap:+.2f} points")
+    return lines + [""]
 
 
 def _how(argv: list[str]) -> list[str]:
@@ -360,7 +450,7 @@ def _how(argv: list[str]) -> list[str]:
     return out
 
 
-def _readme(results: Path, df: pd.DataFrame, conf: pd.DataFrame) -> str:
+def _readme(results: Path, df: pd.DataFrame, conf: pd.DataFrame, budget_lines: list[str] = ()) -> str:
     lines = ["# results/", "",
              "Generated by `oneshot benchmark` and `oneshot table`; never edited by hand. Every number comes "
              "from the records in `records/` (one JSON per run, protocol and setting, with config, seed, "
@@ -384,6 +474,7 @@ def _readme(results: Path, df: pd.DataFrame, conf: pd.DataFrame) -> str:
                      if "runs_trained_this_invocation" in b else ""),
                   f"- commits of the runs: {', '.join(sorted(sub.commit.unique()))}",
                   f"- versions: {json.dumps(sub.versions.iloc[0] if len(sub) else b['versions'])}", ""]
+        lines += _reproduced_lines(conf[conf.study.isin(studies)])
         collapsed = conf[conf.study.isin(studies) & (conf.collapsed > 0)].drop_duplicates(["study", "run"])
         unchecked = sub[sub.pixels_val_acc.isna() & sub.val_acc.notna()].drop_duplicates(["study", "run", "seed"])
         if len(collapsed):
@@ -393,6 +484,7 @@ def _readme(results: Path, df: pd.DataFrame, conf: pd.DataFrame) -> str:
         if len(unchecked):
             lines += [f"- {len(unchecked)} runs were trained before runs recorded the raw-pixels validation "
                       "accuracy: the collapse check does not cover them", ""]
+    lines += list(budget_lines)
     lines += ["## Files, per study folder", "",
               "- `main-<protocol>.{md,tex,csv}`: one row per loss at its best configuration (chosen on validation "
               "accuracy, mean over seeds), columns per setting as `mean ± 95% CI (S seeds, sd)`, best per "
@@ -408,5 +500,7 @@ def _readme(results: Path, df: pd.DataFrame, conf: pd.DataFrame) -> str:
               "- `verification-<protocol>.md`, `roc-<protocol>.png` (studies whose runs were scored for "
               "verification): ROC AUC, EER and TAR at FAR 0.1% and 1% on the same seeded same/different test "
               "pairs for every run, with 95% CIs, and the ROC curves.",
-              "- `all-scores.csv`: every run x protocol x setting x classifier x distance.", ""]
+              "- `all-scores.csv`: every run x protocol x setting x classifier x distance.",
+              "- `budget-<protocol>.{md,png}` (studies whose runs keep snapshots): test accuracy against training "
+              "images, each loss at its best configuration on validation at every budget, ranked.", ""]
     return "\n".join(lines)

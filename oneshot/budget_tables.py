@@ -1,0 +1,131 @@
+"""Accuracy against training budget: the budget table and figure of a study whose runs keep
+snapshots (`snapshot_images`, scored into `records/<study>/<configuration>/seed<k>/budget/<N>/`).
+
+A budget is a number of training images. At a snapshot budget a run is represented by the best
+checkpoint (on validation) it had kept when it had seen that many images, which is what a run
+capped there keeps; at its own cap, by its final record. Per budget and setting, each loss is
+represented by its configuration with the best validation accuracy at that budget (seed mean;
+margins are chosen again at every budget, never on test), a reproduced recipe by its run for the
+setting's shots; losses are ranked by test accuracy, the seed mean with its crossed CI.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .stats import crossed
+from .tables import (BUDGET_RECORDS, _col, _main_view, family_name, load_records, recipe_run, recipes)
+
+FIGURE_SETTINGS = [(5, 1), (20, 1)]
+
+
+def budget_frame(results: Path, df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (study, loss, configuration, budget, setting) for the studies with budget
+    records: `loss` (a row label), `val_acc` (seed mean at that budget), `mean`, `ci95`, `seeds`.
+    `df` is `load_records(results)`, whose main scores give each run's point at its cap."""
+    snaps = load_records(results, BUDGET_RECORDS)
+    if snaps.empty:
+        return pd.DataFrame()
+    studies = set(snaps.study)
+    final = df[df.study.isin(studies)]
+    final = pd.concat([_main_view(g, p) for (_, p), g in final.groupby(["study", "protocol"])])
+    both = pd.concat([snaps, final], ignore_index=True)
+    rows = []
+    for (study, protocol, run, budget, w, s), g in both.groupby(["study", "protocol", "run", "budget", "ways", "shots"]):
+        g = g.sort_values("seed")
+        c = crossed(np.stack(g.per_episode.to_numpy()))
+        first = g.iloc[0]
+        rows.append({"study": study, "protocol": protocol, "run": run, "budget": int(budget), "ways": w, "shots": s,
+                     "family": first.family, "reproduces": first.reproduces, "val_acc": g.val_acc.mean(),
+                     "mean": c["mean"], "ci95": c["ci95"], "seeds": c["seeds"]})
+    return pd.DataFrame(rows)
+
+
+def losses_at_budgets(b: pd.DataFrame) -> pd.DataFrame:
+    """Per (study, protocol, budget, setting) one row per loss: a recipe's run for the setting's
+    shots, else the family's configuration best on validation at that budget; `rank` 1 = best test
+    accuracy."""
+    out = []
+    for _, g in b.groupby(["study", "protocol", "budget", "ways", "shots"], sort=True):
+        recs = recipes(g)
+        in_recipes = {run for r in recs for run in r["runs"].values()}
+        picked = []
+        for r in recs:
+            hit = g[g.run == recipe_run(r, g.shots.iloc[0])]
+            picked += [hit.iloc[0].to_dict() | {"loss": r["label"]}] if len(hit) else []
+        rest = g[~g.run.isin(in_recipes)]
+        for fam, f in rest.groupby("family", sort=True):
+            best = f.sort_values(["val_acc", "run"], ascending=[False, True]).iloc[0]
+            picked.append(best.to_dict() | {"loss": family_name(fam)})
+        block = pd.DataFrame(picked).sort_values(["mean", "loss"], ascending=[False, True])
+        out.append(block.assign(rank=np.arange(1, len(block) + 1)))
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+
+
+def _images(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1_000_000 else f"{n / 1e3:.0f}k"
+
+
+def rank_table(ranked: pd.DataFrame) -> pd.DataFrame:
+    """Losses x (setting, budget): `rank. accuracy ± CI (configuration)`."""
+    cols = sorted({(w, s, n) for w, s, n in zip(ranked.ways, ranked.shots, ranked.budget)})
+    rows = []
+    for loss, g in ranked.groupby("loss", sort=False):
+        row = {"Loss": loss}
+        for w, s, n in cols:
+            hit = g[(g.ways == w) & (g.shots == s) & (g.budget == n)]
+            row[f"{_col(w, s)} @ {_images(n)}"] = "" if hit.empty else (
+                f"{hit['rank'].iloc[0]}. {100 * hit['mean'].iloc[0]:.2f} ± {100 * hit.ci95.iloc[0]:.2f} "
+                f"({hit.run.iloc[0]})")
+        rows.append(row)
+    first = ranked[ranked.budget == ranked.budget.min()]
+    order = first.groupby("loss")["rank"].mean().sort_values()
+    return pd.DataFrame(rows).set_index("Loss").loc[[l for l in order.index] +
+                                                    sorted(set(ranked.loss) - set(order.index))].reset_index()
+
+
+def flips(ranked: pd.DataFrame) -> list[str]:
+    """Per setting, the pairs of losses whose order at the smallest budget is reversed at the largest."""
+    out = []
+    for (w, s), g in ranked.groupby(["ways", "shots"], sort=True):
+        lo, hi = g[g.budget == g.budget.min()], g[g.budget == g.budget.max()]
+        r_lo, r_hi = dict(zip(lo.loss, lo["rank"])), dict(zip(hi.loss, hi["rank"]))
+        common = sorted(set(r_lo) & set(r_hi), key=lambda l: r_lo[l])
+        for i, a in enumerate(common):
+            for b_ in common[i + 1:]:
+                if r_hi[a] > r_hi[b_]:
+                    out.append(f"{_col(w, s)}: {a} ahead of {b_} at {_images(int(g.budget.min()))}, behind it at "
+                               f"{_images(int(g.budget.max()))}")
+    return out
+
+
+def write_budget(results: Path, out: Path, df: pd.DataFrame, put, markdown) -> tuple[list[Path], list[str]]:
+    """`budget-<protocol>.md` and `budget-<protocol>.png` in each study folder with budget records.
+    Returns (the plots written, README lines: the rankings that flip between budgets)."""
+    from .plots import budget_plot
+
+    b = budget_frame(results, df)
+    if b.empty:
+        return [], []
+    plots, lines = [], []
+    for (study, protocol), g in b.groupby(["study", "protocol"], sort=True):
+        ranked = losses_at_budgets(g)
+        budgets = ", ".join(_images(n) for n in sorted(set(g.budget)))
+        put(out / study / f"budget-{protocol}.md",
+            f"# {study}: {protocol}, test accuracy % against training images ({budgets})\n\n"
+            "Per budget and setting each loss at its configuration with the best validation accuracy at that "
+            "budget (a reproduced recipe: its run for the setting's shots); cell: rank by test accuracy, mean over "
+            "seeds ± 95% crossed CI, the configuration. At a budget below a run's cap: the best checkpoint on "
+            "validation the run had kept when it had seen that many images.\n\n" + markdown(rank_table(ranked)))
+        path = out / study / f"budget-{protocol}.png"
+        budget_plot(g[[(w, s) in FIGURE_SETTINGS for w, s in zip(g.ways, g.shots)]], f"{study}: {protocol}", path)
+        plots.append(path)
+        flipped = flips(ranked)
+        lines += [f"Rankings against budget, {study} ({protocol}; `{study}/budget-{protocol}.md`): "
+                  + ("no loss changes place between the smallest and the largest budget." if not flipped else
+                     "between the smallest and the largest budget these orders flip:"), ""]
+        lines += [f"- {f}" for f in flipped] + ([""] if flipped else [])
+    return plots, lines
