@@ -79,6 +79,19 @@ def plan(studies: list[Study], results: Path, data_root) -> list[tuple[Study, Co
     return todo
 
 
+def _shown_path(path: Path) -> str:
+    """A preset's file as the README shows it: `oneshot/presets/<name>.toml` for a shipped one,
+    else the path relative to here (absolute when it lies elsewhere)."""
+    from .study import PRESETS
+
+    if path.resolve().parent == PRESETS:
+        return f"oneshot/presets/{path.name}"
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def wall_time(seconds: list[float], workers: int) -> float:
     """Wall time of runs of these durations on `workers` workers, longest first to the least loaded."""
     loads = [0.0] * max(1, workers)
@@ -102,12 +115,13 @@ def ensure_data(dataset: str, data_root=None) -> None:
 
 def run_benchmark(preset: str, results: Path, data_root=None, runs_dir: Path = Path("runs"),
                   device: str = "cpu", precision: str | None = None, dry_run: bool = False,
-                  progress: bool = True, executor: "Options | None" = None) -> None:
+                  progress: bool = True, executor: "Options | None" = None, command: str | None = None) -> None:
     """Run (or continue) a preset with an executor (`executors.Options`; default: here, one run
     after another), then write its tables into `results` once every run has its records.
 
     `device` and `precision` override the preset's; precision is resolved for the device
-    ("auto" -> bf16 where it runs natively) before finished runs are looked up."""
+    ("auto" -> bf16 where it runs natively) before finished runs are looked up. `command`: what
+    made the tables, for results/README.md (default: the `oneshot benchmark` call of this preset)."""
     from .executors import Options, execute, with_resources, workers
     from .tables import write_tables
     from .train import resolved
@@ -135,7 +149,9 @@ def run_benchmark(preset: str, results: Path, data_root=None, runs_dir: Path = P
                            "command again to retry only those):" + "".join(f"\n  {n}: {r}" for n, r in failed))
     if trained:  # a call that trained nothing leaves the committed record of the last one alone
         bench = {"preset": header["preset"], "preset_file": Path(header["path"]).name,
-                 "description": header.get("description", ""), "command": f"make benchmark PRESET={header['preset']}",
+                 "preset_path": _shown_path(Path(header["path"])),
+                 "description": header.get("description", ""),
+                 "command": command or f"oneshot benchmark --preset {preset}",
                  "runs": [f"{st.name}/{c.name}/seed{c.seed}" for st in studies for c in st.runs],
                  "wall_time_s_this_invocation": round(time.perf_counter() - t0, 1),
                  "runs_trained_this_invocation": trained, **provenance(device)}

@@ -17,9 +17,8 @@ import numpy as np
 import pandas as pd
 
 from .stats import crossed
-from .tables import (BUDGET_RECORDS, _col, _main_view, family_name, load_records, recipe_run, recipes)
+from .record_frames import BUDGET_RECORDS, _col, _main_view, family_name, load_records, recipe_run, recipes
 
-FIGURE_SETTINGS = [(5, 1), (20, 1)]
 
 
 def budget_frame(results: Path, df: pd.DataFrame) -> pd.DataFrame:
@@ -66,7 +65,9 @@ def losses_at_budgets(b: pd.DataFrame) -> pd.DataFrame:
 
 
 def _images(n: int) -> str:
-    return f"{n / 1e6:.2f}M" if n >= 1_000_000 else f"{n / 1e3:.0f}k"
+    if n >= 1_000_000:
+        return f"{n / 1e6:.2f}M"
+    return f"{n / 1e3:.0f}k" if n >= 10_000 else str(n)
 
 
 def rank_table(ranked: pd.DataFrame) -> pd.DataFrame:
@@ -121,7 +122,8 @@ def write_budget(results: Path, out: Path, df: pd.DataFrame, put, markdown) -> t
             "seeds ± 95% crossed CI, the configuration. At a budget below a run's cap: the best checkpoint on "
             "validation the run had kept when it had seen that many images.\n\n" + markdown(rank_table(ranked)))
         path = out / study / f"budget-{protocol}.png"
-        budget_plot(g[[(w, s) in FIGURE_SETTINGS for w, s in zip(g.ways, g.shots)]], f"{study}: {protocol}", path)
+        one_shot = g[g.shots == 1]  # the figure: the 1-shot settings (Omniglot: 5w1s and 20w1s)
+        budget_plot(one_shot if len(one_shot) else g, f"{study}: {protocol}", path)
         plots.append(path)
         flipped = flips(ranked)
         lines += [f"Rankings against budget, {study} ({protocol}; `{study}/budget-{protocol}.md`): "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -162,8 +163,11 @@ def cmd_benchmark(args) -> None:
                    ray_address=args.ray_address, max_retries=args.max_retries,
                    slurm_partition=args.slurm_partition, slurm_time=args.slurm_time, slurm_gpus=args.slurm_gpus,
                    slurm_cpus=args.slurm_cpus, slurm_parallelism=args.slurm_parallelism)
+    # what made the tables, for results/README.md: the Makefile names itself, else this command line
+    command = os.environ.get("ONESHOT_COMMAND") or "oneshot " + shlex.join(sys.argv[1:] if args.argv is None else args.argv)
     run_benchmark(args.preset, Path(args.results), args.data_root, runs_dir=Path(args.runs),
-                  device=args.device, precision=args.precision, dry_run=args.dry_run, executor=opts)
+                  device=args.device, precision=args.precision, dry_run=args.dry_run, executor=opts,
+                  command=command)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -239,8 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "every worker sees")
     x.add_argument("--executor", choices=["local", "ray", "slurm"], default="local",
                    help="local: here, one run after another; ray: Ray tasks; slurm: a job array per study")
-    x.add_argument("--cpus", type=int, help="threads (Ray/Slurm CPUs) per run (ray, slurm; default: the "
-                   "preset's [resources] cpus, else 1)")
+    x.add_argument("--cpus", type=int, help="threads (and Ray/Slurm CPUs) per run, on every executor (default: "
+                   "the preset's [resources] cpus, else 1 on ray and slurm and all cores locally)")
     x.add_argument("--gpus", type=float, help="GPUs per run (ray; default: the preset's [resources] gpus, else 0)")
     x.add_argument("--workers", type=int, help="runs at once on a Ray started here (default: cores // cpus)")
     x.add_argument("--ray-address", help="a running Ray cluster (default: start one on this machine)")
@@ -259,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     anything else is a bug and keeps its traceback. `--debug` or ONESHOT_DEBUG=1 shows the
     traceback of bad input too."""
     args = build_parser().parse_args(argv)
+    args.argv = argv
     keep_freed_memory()
     try:
         args.func(args)

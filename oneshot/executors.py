@@ -37,7 +37,7 @@ class Options:
 
     executor: str = "local"
     workers: int | None = None  # ray: runs at once on a Ray started here (default: cores // cpus)
-    cpus: int | None = None  # threads (and Ray/Slurm CPUs) per run; None: the preset's, else 1
+    cpus: int | None = None  # threads (and Ray/Slurm CPUs) per run; None: the preset's, else 1 (local: all cores)
     gpus: float | None = None  # Ray GPUs per run; None: the preset's, else 0
     ray_address: str | None = None
     max_retries: int = 3  # ray: times a run whose worker died is started again
@@ -50,12 +50,15 @@ class Options:
 
 def with_resources(opts: Options, resources: dict) -> Options:
     """`opts` with the per-run cpus and gpus the flags left out taken from a preset's
-    `[resources]` table (`cpus`, `gpus`), else 1 CPU and no GPU."""
+    `[resources]` table (`cpus`, `gpus`), else 1 CPU and no GPU; the local executor's default
+    cpus is None: PyTorch's own thread count (all cores)."""
     unknown = set(resources) - {"cpus", "gpus"}
     if unknown:
         raise OneshotError(f"[resources] of a preset takes cpus and gpus (per run), not {', '.join(sorted(unknown))}")
-    cpus = opts.cpus if opts.cpus is not None else resources.get("cpus", 1)
+    cpus = opts.cpus if opts.cpus is not None else resources.get("cpus", None if opts.executor == "local" else 1)
     gpus = opts.gpus if opts.gpus is not None else resources.get("gpus", 0)
+    if cpus is None and opts.executor == "local":
+        return dataclasses.replace(opts, gpus=gpus)
     if not isinstance(cpus, int) or cpus < 1 or not isinstance(gpus, (int, float)) or gpus < 0:
         raise OneshotError(f"resources per run: cpus must be a whole number >= 1 and gpus >= 0, not {cpus}, {gpus}")
     return dataclasses.replace(opts, cpus=cpus, gpus=gpus)
@@ -104,9 +107,17 @@ def execute(todo: list, opts: Options, results: Path, runs_dir: Path, data_root,
             progress: bool) -> tuple[int, int, list[tuple[str, str]]]:
     """Run `todo` ((study, config) pairs) with the chosen executor."""
     if opts.executor == "local":
+        import torch
+
         from .runs import _run_all
 
-        trained, others = _run_all(todo, results, runs_dir, data_root, progress)
+        threads = torch.get_num_threads()
+        if opts.cpus:  # threads per run, as on Ray and Slurm
+            torch.set_num_threads(opts.cpus)
+        try:
+            trained, others = _run_all(todo, results, runs_dir, data_root, progress)
+        finally:
+            torch.set_num_threads(threads)
         return trained, others, []
     if opts.executor not in EXECUTORS:
         raise OneshotError(f"unknown executor {opts.executor!r}; choose one of {', '.join(EXECUTORS)}")

@@ -27,7 +27,7 @@ def _savefig(fig, path: Path) -> None:
 
 def margin_plot(d: pd.DataFrame, protocol: str, path: Path, names: dict[str, str]) -> None:
     """Accuracy against margin, one line per loss family (and per other key that varies):
-    `d` holds rows of `tables.configurations(...)` for one protocol, classifier and distance;
+    `d` holds rows of `record_frames.configurations(...)` for one protocol, classifier and distance;
     `names` labels the families."""
     plt = _pyplot()
     clf, dist = d["main"].iloc[0]
@@ -54,7 +54,7 @@ def margin_plot(d: pd.DataFrame, protocol: str, path: Path, names: dict[str, str
 
 
 def curves_plot(df: pd.DataFrame, path: Path) -> None:
-    """Training loss and validation accuracy of every run (`tables.load_records(...)` rows);
+    """Training loss and validation accuracy of every run (`record_frames.load_records(...)` rows);
     the seeds of a configuration share a colour."""
     plt = _pyplot()
     runs = df.drop_duplicates(["run", "seed"]).sort_values(["run", "seed"])

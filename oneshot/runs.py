@@ -21,7 +21,7 @@ from .errors import OneshotError
 from .evaluate import embed_split, score_episodes
 from .provenance import atomic_write_text, provenance
 from .stats import summarize
-from .study import Study, settings
+from .study import Study, main_scoring, settings
 from .verification import PAIRS, pair_scores, sample_pairs, sklearn_metrics, verification_metrics
 
 WAIT_S = 2.0  # how often runs held by other drivers are checked
@@ -52,7 +52,7 @@ def _run_done(results: Path, st: Study, cfg: Config) -> bool:
 
 
 def _main_scoring(st: Study) -> tuple[str, str]:
-    return st.eval.get("main_classifier", "nearest-support"), st.eval.get("main_distance", "euclidean")
+    return main_scoring(st.eval)
 
 
 def _record_paths(results: Path, st: Study, cfg: Config) -> list[Path]:
@@ -174,7 +174,7 @@ def _verify(st: Study, cfg: Config, run_dir: Path, results: Path, split, protoco
         return
     t0 = time.perf_counter()
     pairs, same = sample_pairs(split.labels, st.eval.get("verification_pairs", PAIRS), st.eval["seed"])
-    scorers = {st.eval.get("main_distance", "euclidean"): None}
+    scorers = {_main_scoring(st)[1]: None}
     if cfg.loss == "koch":
         scorers["koch-head"] = load_koch_head(run_dir, emb.shape[1])
     scores = {name: verification_metrics(pair_scores(emb, pairs, name, head), same.numpy(), seed=st.eval["seed"])

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import itertools
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from .config import Config, from_dict
@@ -34,9 +34,24 @@ from .data import check_protocol, check_scoring
 from .errors import OneshotError
 
 PRESETS = Path(__file__).resolve().parent / "presets"
-# verification_pairs: same/different test pairs scored per run (oneshot.verification; 0: none)
+# The defaults of [study.eval], the one place they are set. protocols: the base config's protocol;
+# main_classifier / main_distance: the first of the lists (what the main, margin and paired tables
+# show); verification_pairs: same/different test pairs scored per run (oneshot.verification; 0: none);
+# reproduces: published recipes the study reproduces (tables: a row beside the published one).
 EVAL_DEFAULTS = {"episodes": 1000, "seed": 2026, "classifiers": ["nearest-support"], "distances": ["euclidean"],
-                 "verification_pairs": PAIRS}
+                 "verification_pairs": PAIRS, "reproduces": []}
+EVAL_KEYS = ("protocols", "settings", "main_classifier", "main_distance", *EVAL_DEFAULTS)
+TOP_KEYS = ("description", "extends", "seeds", "resources", "study")
+STUDY_KEYS = ("name", "from", "base", "eval", "runs", "seeds")
+RECIPE_KEYS = ("label", "published", "runs")
+
+
+def main_scoring(ev: dict) -> tuple[str, str]:
+    """(classifier, distance) of a study's main tables: main_classifier / main_distance, else the
+    first of `classifiers` / `distances` (records written before these were stored: the same rule)."""
+    classifiers = ev.get("classifiers", EVAL_DEFAULTS["classifiers"])
+    distances = ev.get("distances", EVAL_DEFAULTS["distances"])
+    return ev.get("main_classifier", classifiers[0]), ev.get("main_distance", distances[0])
 
 
 @dataclass
@@ -113,9 +128,74 @@ def expand_grid(grid: dict) -> list[dict]:
     return runs
 
 
+def _unknown(table: dict, known, where: str) -> None:
+    if not isinstance(table, dict):
+        raise OneshotError(f"{where} must be a table, got {table!r}")
+    extra = sorted(set(table) - set(known))
+    if extra:
+        raise OneshotError(f"{where}: unknown key{'s' if len(extra) > 1 else ''} {', '.join(map(repr, extra))}; "
+                           f"known keys: {', '.join(known)}")
+
+
+def _seeds(value, where: str) -> None:
+    if not (isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                                       for v in value)):
+        raise OneshotError(f"{where}: seeds must be a non-empty list of whole numbers >= 0, got {value!r}")
+
+
+def _check_eval(ev: dict, where: str, run_names: list[str]) -> None:
+    """Refuse a [study.eval] no table can be made from, before anything trains."""
+    from .distances import METRICS
+    from .evaluate import CLASSIFIERS
+
+    _unknown(ev, EVAL_KEYS, where)
+    if not isinstance(ev["protocols"], list) or not ev["protocols"]:
+        raise OneshotError(f"{where}: protocols must be a non-empty list, got {ev['protocols']!r}")
+    if "settings" not in ev and set(ev["protocols"]) == {"lake-20runs"}:
+        ev["settings"] = []  # Lake's 20 runs are the fixed 20-way 1-shot task
+    if "settings" not in ev:
+        raise OneshotError(f"{where}: settings is required, e.g. settings = [[5, 1, 15], [20, 1, 5]] "
+                           "(ways, shots, queries per class)")
+    bad = [x for x in ev["settings"] if not (isinstance(x, list) and len(x) == 3 and all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in x) and x[0] >= 2)] \
+        if isinstance(ev["settings"], list) and (ev["settings"] or set(ev["protocols"]) == {"lake-20runs"}) \
+        else [ev["settings"]]
+    if bad:
+        raise OneshotError(f"{where}: settings must be a non-empty list of [ways >= 2, shots >= 1, queries >= 1], "
+                           f"got {bad[0]!r}")
+    for key, allowed in (("classifiers", CLASSIFIERS), ("distances", METRICS)):
+        v = ev[key]
+        if not (isinstance(v, list) and v and all(x in allowed for x in v)):
+            raise OneshotError(f"{where}: {key} must be a non-empty list of {', '.join(allowed)}; got {v!r}")
+    for key, among in (("main_classifier", "classifiers"), ("main_distance", "distances")):
+        if key in ev and ev[key] not in ev[among]:
+            raise OneshotError(f"{where}: {key} = {ev[key]!r} is not among {among} = {ev[among]}: its tables "
+                               "would have no scores")
+    for key, lo in (("episodes", 1), ("seed", 0), ("verification_pairs", 0)):
+        v = ev[key]
+        if not (isinstance(v, int) and not isinstance(v, bool) and v >= lo):
+            raise OneshotError(f"{where}: {key} must be a whole number >= {lo}, got {v!r}")
+    for i, r in enumerate(ev["reproduces"]):
+        at = f"{where}.reproduces[{i}]"
+        _unknown(r, RECIPE_KEYS, at)
+        if set(r) != set(RECIPE_KEYS) or not isinstance(r["runs"], dict) or not r["runs"]:
+            raise OneshotError(f"{at} needs label, published and runs (test shots -> configuration), got {r!r}")
+        for shots, name in r["runs"].items():
+            if not shots.isdigit() or name not in run_names:
+                raise OneshotError(f"{at}.runs: {shots!r} = {name!r} must map test shots to a configuration of the "
+                                   f"study ({', '.join(run_names)})")
+
+
 def _study(s: dict, seeds: list[int], path: Path) -> Study:
+    where = f"{path}: study {s.get('name')!r}"
+    _unknown(s, STUDY_KEYS, where)
+    if "name" not in s:
+        raise OneshotError(f"{path}: every [[study]] needs a name")
     base = s.get("base", {})
+    _unknown(base, [f.name for f in fields(Config)], f"{where} [study.base]")
     seeds = s.get("seeds", seeds)
+    if seeds is not None:
+        _seeds(seeds, where)
     specs = [r for block in s.get("runs", []) for r in expand_grid(block)]
     names = [r.get("name") for r in specs]
     if None in names or len(set(names)) != len(names):
@@ -123,10 +203,18 @@ def _study(s: dict, seeds: list[int], path: Path) -> Study:
                            f"(got {names})")
     runs = []
     for spec in specs:
+        at = f"{where}, run {spec['name']!r}"
+        _unknown(spec, list(dict.fromkeys(["name", "seeds", *(f.name for f in fields(Config))])), at)
         keys = {k: v for k, v in spec.items() if k != "seeds"}
+        if "seeds" in spec:
+            _seeds(spec["seeds"], at)
         for seed in spec.get("seeds", seeds if seeds is not None else [base.get("seed", 0)]):
-            runs.append(from_dict({**base, **keys, "seed": seed}))
+            try:
+                runs.append(from_dict({**base, **keys, "seed": seed}))
+            except OneshotError as e:
+                raise OneshotError(f"{at}: {e}") from None
     ev = {"protocols": [base.get("protocol", "vinyals")], **EVAL_DEFAULTS, **s.get("eval", {})}
+    _check_eval(ev, f"{where} [study.eval]", names)
     for cfg in runs:
         try:
             check_protocol(cfg.dataset, cfg.protocol)
@@ -138,9 +226,26 @@ def _study(s: dict, seeds: list[int], path: Path) -> Study:
     return Study(s["name"], runs, ev, names)
 
 
+def _check_resources(resources: dict, where: str) -> None:
+    _unknown(resources, ("cpus", "gpus"), where)
+    for key, lo in (("cpus", 1), ("gpus", 0)):
+        v = resources.get(key, lo)
+        if not (isinstance(v, int) and not isinstance(v, bool) and v >= lo):
+            raise OneshotError(f"{where}: {key} must be a whole number >= {lo} (per run), got {v!r}")
+
+
 def load_preset(preset: str) -> tuple[dict, list[Study]]:
     """Read a preset by name (or path) -> (its header, its studies with one Config per run)."""
     path = _find(preset)
     doc = _read(path)
+    _unknown(doc, TOP_KEYS, str(path))
+    if doc.get("seeds") is not None:
+        _seeds(doc["seeds"], str(path))
+    if not doc.get("study"):
+        raise OneshotError(f"{path}: a preset needs at least one [[study]]")
+    _check_resources(doc.get("resources", {}), f"{path} [resources]")
     studies = [_study(s, doc.get("seeds"), path) for s in doc.get("study", [])]
+    names = [st.name for st in studies]
+    if len(set(names)) != len(names):
+        raise OneshotError(f"{path}: study names must be unique, got {names}")
     return {k: v for k, v in doc.items() if k != "study"} | {"preset": path.stem, "path": str(path)}, studies

@@ -18,15 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import OneshotError
 from .provenance import atomic_write_text
-from .stats import crossed, holm, paired_crossed
-
-FAMILY_NAMES = {"contrastive-hard": "Contrastive, hardest pairs", "contrastive-active": "Contrastive, active pairs",
-                "contrastive-balanced": "Contrastive, all pairs",
-                "contrastive-mean": "Contrastive, all pairs (plain mean)",
-                "triplet-hard": "Triplet, batch-hard", "triplet-semihard": "Triplet, semi-hard",
-                "triplet-all": "Triplet, batch-all", "koch": "Koch BCE (Siamese)", "proto": "Prototypical"}
+from .record_frames import (FAMILY_NAMES, _col, _main_view, configurations, family_name, load_records, recipe_run,
+                            recipes)
+from .stats import holm, paired_crossed
 
 # Published Conv-4 results (accuracy %, with 95% CI where the paper gives one).
 PUBLISHED = {
@@ -58,139 +53,9 @@ METHOD = ("95% CI from the crossed seeds x episodes design: two-way random-effec
           "1.96 s / sqrt(E) over episodes")
 
 
-def family(cfg: dict) -> str:
-    """The loss as a table row: triplet by mining, contrastive by pair weighting, any other loss
-    by its name and miner ("pml:TripletMarginLoss+pml:BatchHardMiner")."""
-    if cfg["loss"] == "triplet":
-        return f"triplet-{cfg['mining']}"
-    if cfg["loss"] == "contrastive":
-        return f"contrastive-{cfg['pos_weight']}"
-    miner = cfg.get("miner", "none")
-    return cfg["loss"] if miner == "none" else f"{cfg['loss']}+{miner}"
-
-
-def family_name(f: str) -> str:
-    """A family's row label: FAMILY_NAMES, else from its names: "pml:MultiSimilarityLoss" ->
-    "MultiSimilarity (PML)", "pml:TripletMarginLoss+pml:BatchHardMiner" -> "TripletMargin +
-    BatchHard miner (PML)", "mylab.losses:focal" -> "focal (mylab.losses)"."""
-    if f in FAMILY_NAMES:
-        return FAMILY_NAMES[f]
-    parts = []
-    for spec, kind in zip(f.split("+", 1), ("Loss", "Miner")):
-        src, sep, name = spec.rpartition(":")
-        if not sep:
-            return f
-        if name.endswith(kind) and name != kind:
-            name = name[:-len(kind)]
-        parts.append((name + (" miner" if kind == "Miner" else ""), "PML" if src == "pml" else src))
-    sources = list(dict.fromkeys(src for _, src in parts))
-    return f"{' + '.join(name for name, _ in parts)} ({', '.join(sources)})"
-
-
-def has_margin(cfg: dict) -> bool:
-    return cfg["loss"] in ("contrastive", "triplet")
-
-
-RECORDS = "*/*/seed*/*.json"
-BUDGET_RECORDS = "*/*/seed*/budget/*/*.json"
-
-
-def load_records(results: Path, pattern: str = RECORDS) -> pd.DataFrame:
-    """Every score record under `results/records` as one row (per_episode kept as an array);
-    `pattern` BUDGET_RECORDS reads the scores of the runs' budget snapshots instead.
-
-    Tables are never written from an incomplete set: unreadable records (cut short, corrupt)
-    raise an OneshotError naming every one of them."""
-    rows, bad = [], []
-    if not (results / "records").is_dir():
-        raise OneshotError(f"no records under {results}: expected {results / 'records'} "
-                           "(made by `oneshot benchmark`)")
-    for path in sorted((results / "records").glob(pattern)):
-        try:
-            rows.append(_record_row(path))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            bad.append(path)
-    if bad:
-        raise OneshotError(f"{len(bad)} unreadable record{'s' if len(bad) > 1 else ''} (cut short or corrupt), "
-                           "so no table is written from an incomplete set:\n" + "".join(f"  {p}\n" for p in bad)
-                           + "delete them and run `oneshot benchmark` again to recompute them")
-    if not rows and pattern == RECORDS:
-        raise OneshotError(f"no records under {results / 'records'} (made by `oneshot benchmark`)")
-    return pd.DataFrame(rows)
-
-
-def _record_row(path: Path) -> dict:
-    """One score record as a row of `load_records`."""
-    r = json.loads(path.read_text())
-    cfg, tr = r["config"], r["train"]
-    return {
-        "study": r["study"], "run": r["run"], "seed": cfg["seed"], "dataset": r["dataset"],
-        "protocol": r["protocol"], "ways": r["ways"], "shots": r["shots"], "queries": r["queries"],
-        "classifier": r["classifier"], "distance": r["distance"], "mean": r["mean"], "ci95": r["ci95"],
-        "t_ci95": r["t_ci95"], "episodes": r["episodes"], "family": family(cfg),
-        "margin": cfg["margin"] if has_margin(cfg) else np.nan, "val_acc": tr["best_val_acc"],
-        "pixels_val_acc": tr.get("pixels_val_acc", np.nan), "train_s": tr["wall_time_s"], "steps": cfg["steps"],
-        "normalize": cfg["normalize"], "precision": cfg.get("precision", "fp32"),
-        "per_episode": np.asarray(r["per_episode"]),
-        "main": (r["study_eval"].get("main_classifier", "nearest-support"),
-                 r["study_eval"].get("main_distance", "euclidean")),
-        "curve": tr.get("curve", ""), "commit": tr["commit"], "versions": tr["versions"],
-        "device": tr["device"], "embed_s": r["eval"]["embed_s"], "batch": batch_shape(cfg),
-        "budget": r.get("budget_images", cfg["steps"] * cfg["batch_classes"] * cfg["batch_shots"]),
-        "images_seen": tr.get("images_seen", np.nan),
-        "reproduces": json.dumps(r["study_eval"].get("reproduces", []), sort_keys=True),
-    }
-
-
-def batch_shape(cfg: dict) -> str:
-    """A training batch as P x K, or P x (S+Q) for a prototypical batch of S supports and Q queries."""
-    p, k = cfg["batch_classes"], cfg["batch_shots"]
-    if cfg["loss"] != "proto":
-        return f"{p}x{k}"
-    support = cfg.get("support_shots", 0) or k - 1
-    return f"{p}x({support}+{k - support})"
-
-
-def recipes(d: pd.DataFrame) -> list[dict]:
-    """The published recipes a study reproduces (`[[study.eval.reproduces]]`): each with `label`
-    (its table row), `published` (the PUBLISHED row it reproduces) and `runs` (test shots, as a
-    string, -> the configuration trained for them)."""
-    return json.loads(d.reproduces.iloc[0]) if len(d) and "reproduces" in d else []
-
-
-def recipe_run(recipe: dict, shots: int) -> str | None:
-    return recipe["runs"].get(str(shots))
-
-
-SCORE_KEYS = ["study", "run", "protocol", "ways", "shots", "classifier", "distance"]
-
-
-def configurations(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per configuration and setting: the seeds' accuracies `acc` [S, E] (rows in seed
-    order), their crossed summary (mean, ci95, seeds, seed_sd), the seed-mean validation accuracy
-    and whether any seed collapsed (validation accuracy not above raw pixels)."""
-    rows = []
-    for key, g in df.groupby(SCORE_KEYS, sort=True):
-        g = g.sort_values("seed")
-        acc = np.stack(g.per_episode.to_numpy())
-        c = crossed(acc)
-        first = g.iloc[0]
-        rows.append({**dict(zip(SCORE_KEYS, key)), "dataset": first.dataset, "queries": first.queries,
-                     "episodes": first.episodes, "family": first.family, "margin": first.margin,
-                     "main": first["main"], "reproduces": first.reproduces, "batch": first.batch,
-                     "seed_list": tuple(g.seed), "acc": acc, "mean": c["mean"],
-                     "ci95": c["ci95"], "seeds": c["seeds"], "seed_sd": c["seed_sd"],
-                     "val_acc": g.val_acc.mean(), "collapsed": int((g.val_acc <= g.pixels_val_acc).sum())})
-    return pd.DataFrame(rows)
-
-
 def _cell(mean: float, ci: float, seeds: int = 1, seed_sd: float = np.nan) -> str:
     text = f"{100 * mean:.2f} ± {100 * ci:.2f}"
     return text if seeds == 1 else f"{text} ({seeds} seeds, sd {100 * seed_sd:.2f})"
-
-
-def _col(ways: int, shots: int) -> str:
-    return f"{ways}w{shots}s"
 
 
 def _marks(row) -> str:
@@ -221,11 +86,6 @@ def _latex(df: pd.DataFrame, bold: set[tuple[int, str]]) -> str:
 def _family_order(families) -> list[str]:
     known = [f for f in FAMILY_NAMES if f in set(families)]
     return known + sorted(set(families) - set(known))
-
-
-def _main_view(df: pd.DataFrame, protocol: str) -> pd.DataFrame:
-    clf, dist = df["main"].iloc[0]
-    return df[(df.protocol == protocol) & (df.classifier == clf) & (df.distance == dist)]
 
 
 def _best_runs(d: pd.DataFrame) -> pd.DataFrame:
@@ -391,7 +251,7 @@ def write_tables(results: Path, out: Path | None = None) -> list[Path]:
                     "and p-value from the same crossed seeds x episodes variance; Holm correction over the rows "
                     "of each setting.\n\n" + _markdown(pt))
         runs = df[df.study == study]
-        full = runs.drop(columns=["per_episode", "curve", "main", "versions"]).sort_values(
+        full = runs.drop(columns=["per_episode", "curve", "main", "versions", "reproduces", "budget"]).sort_values(
             ["protocol", "run", "seed", "ways", "shots", "classifier", "distance"])
         put(folder / "all-scores.csv", full.to_csv(index=False, float_format="%.6f"))
         curves_plot(runs, folder / "curves.png")
@@ -463,7 +323,7 @@ def _readme(results: Path, df: pd.DataFrame, conf: pd.DataFrame, budget_lines: l
         train_s = sub.drop_duplicates(["study", "run", "seed"]).train_s.sum()
         embed_s = sub.drop_duplicates(["study", "run", "seed", "protocol"]).embed_s.sum()
         lines += [f"## Preset `{b['preset']}`", "", b.get("description", ""), "",
-                  f"- command: `{b['command']}` (preset file `oneshot/presets/{b['preset_file']}`)"
+                  f"- command: `{b['command']}` (preset file `{b.get('preset_path', 'oneshot/presets/' + b['preset_file'])}`)"
                   + (f"; last run with `{' '.join(_how(b['argv']))}`" if _how(b.get("argv", [])) else ""),
                   f"- studies: {', '.join(studies)}; {len(b['runs'])} runs",
                   f"- training time, summed over runs: {train_s / 60:.1f} min; test-set embedding: "

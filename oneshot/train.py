@@ -235,6 +235,7 @@ def train(cfg: Config, out: str | Path, data_root=None, resume: bool = True, pro
     t0 = time.perf_counter() - elapsed
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=cfg.name,
                disable=not progress, unit="step")
+    events = event_writer(out, start)
     # The loss is summed on the device and read back (one host synchronisation) only when the
     # progress bar or a checkpoint needs it, every 20 steps and at validation points.
     window_t, window_imgs, loss_sum, loss_n = time.perf_counter(), 0, torch.zeros((), device=cfg.device), 0
@@ -263,10 +264,16 @@ def train(cfg: Config, out: str | Path, data_root=None, resume: bool = True, pro
         rate = window_imgs / (time.perf_counter() - window_t)
         if not validating:
             bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{rate:.0f}")
+            if events is not None:
+                _log(events, done, {"train/loss": mean_loss, "train/images_per_s": rate,
+                                    "train/lr": sched.get_last_lr()[0]})
             continue
         acc = validate(model, cfg, val_split, val_episodes) if val_split is not None else math.nan
         curve.append({"step": done, "loss": mean_loss, "val_acc": acc, "images_per_s": rate,
                       "lr": sched.get_last_lr()[0]})
+        if events is not None:
+            _log(events, done, {"train/loss": mean_loss, "train/images_per_s": rate, "train/lr": curve[-1]["lr"],
+                                "val/accuracy": acc})
         if acc > best or val_split is None:
             best, best_step, waited = acc, done, 0
             _save(out / "best.pt", {"config": cfg.to_dict(), "model": model.state_dict(), "step": done,
@@ -288,6 +295,8 @@ def train(cfg: Config, out: str | Path, data_root=None, resume: bool = True, pro
         if stopping:
             break
     bar.close()
+    if events is not None:
+        events.close()
     stopped = curve[-1]["step"] if curve else cfg.steps
     for n in cfg.snapshot_images:  # stopped early before N images: capped at N, it would have stopped here too
         if n <= cfg.steps * cfg.batch_images and not snapshot_path(out, n).exists():
@@ -299,6 +308,30 @@ def train(cfg: Config, out: str | Path, data_root=None, resume: bool = True, pro
     atomic_write_text(out / "run.json", json.dumps(record, indent=2))
     last.unlink(missing_ok=True)
     return out
+
+
+_EVENTS_OFF_SAID = []
+
+
+def event_writer(out: Path, start: int):
+    """A TensorBoard writer for the run's `tb/` folder (events after `start`, the step it resumes
+    from, are dropped: they are trained again), or None when the tensorboard package is missing
+    (said once per process)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        if not _EVENTS_OFF_SAID:
+            print("oneshot: TensorBoard events off: the tensorboard package is not installed "
+                  "(pip install 'oneshot[tensorboard]')", file=sys.stderr, flush=True)
+            _EVENTS_OFF_SAID.append(True)
+        return None
+    return SummaryWriter(str(out / "tb"), purge_step=start or None)
+
+
+def _log(writer, step: int, values: dict) -> None:
+    for tag, value in values.items():
+        if math.isfinite(value):
+            writer.add_scalar(tag, value, step)
 
 
 def snapshot_path(run_dir: Path, images: int) -> Path:

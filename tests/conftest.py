@@ -1,17 +1,55 @@
-"""Shared fixtures: a tiny Omniglot built on the fly, the real data root, an isolated cache."""
+"""Shared fixtures: a tiny Omniglot built on the fly, the real data root, an isolated cache, and a
+home folder of the tests' own (what a library writes under ~, Ray's token, matplotlib's font
+cache, lands there; the session fails if the real home gained anything)."""
 
 from __future__ import annotations
 
 import io
 import os
+import shutil
+import tempfile
 import zipfile
 from pathlib import Path
 
-import numpy as np
-import pytest
-from PIL import Image
+REAL_HOME = Path.home()
+# Libraries that keep files under ~ (Ray's ~/.ray/auth_token, matplotlib's font cache) must keep
+# them here; set before any of them is imported, and inherited by every process a test starts.
+TEST_HOME = Path(tempfile.mkdtemp(prefix="oneshot-test-home-"))
+os.environ["HOME"] = str(TEST_HOME)
+os.environ["MPLCONFIGDIR"] = str(TEST_HOME / ".config" / "matplotlib")
+# a Ray started by a test keeps its sessions here, not in /tmp/ray (short: Ray's socket paths live here)
+RAY_TMP = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
+os.environ["RAY_TMPDIR"] = str(RAY_TMP)
+# where libraries write under a home folder (the rest of ~ is not walked: toolchains are large)
+WATCHED = (".ray", ".cache", ".config", ".local", ".keras", ".torch", ".ipython")
 
-from oneshot import omniglot
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from oneshot import omniglot  # noqa: E402
+
+
+def home_files(home: Path) -> set[str]:
+    """Top-level names of `home` and every path under the folders libraries write to."""
+    out = {p.name for p in home.iterdir()} if home.is_dir() else set()
+    for name in WATCHED:
+        if (home / name).is_dir():
+            out |= {str(p.relative_to(home)) for p in (home / name).rglob("*")}
+    return out
+
+
+HOME_BEFORE = home_files(REAL_HOME)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the session if a test left anything in the real home folder; remove the test home."""
+    added = sorted(home_files(REAL_HOME) - HOME_BEFORE)
+    shutil.rmtree(TEST_HOME, ignore_errors=True)
+    shutil.rmtree(RAY_TMP, ignore_errors=True)
+    if added:
+        print(f"\ntests wrote into the real home folder {REAL_HOME}: " + ", ".join(added[:20]))
+        session.exitstatus = 1
 
 SMALL_SETS = {"images_background": (6, 2), "images_evaluation": (4, 2)}
 

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import conftest
+
 from oneshot import benchmark as bm
 from oneshot import lock
 from oneshot.errors import OneshotError
@@ -139,7 +141,9 @@ def test_dry_run_names_workers_and_wall_time(study, tmp_path, capsys):
 def test_resources_per_run_come_from_the_flags_else_the_preset_else_defaults():
     from oneshot.executors import with_resources
 
-    assert (with_resources(Options(), {}).cpus, with_resources(Options(), {}).gpus) == (1, 0)
+    assert (with_resources(Options(executor="ray"), {}).cpus, with_resources(Options(), {}).gpus) == (1, 0)
+    assert with_resources(Options(), {}).cpus is None  # local: PyTorch's own threads (all cores)
+    assert with_resources(Options(), {"cpus": 1}).cpus == 1
     from_preset = with_resources(Options(executor="ray"), {"cpus": 4, "gpus": 0.5})
     assert (from_preset.cpus, from_preset.gpus) == (4, 0.5)
     flags = with_resources(Options(executor="ray", cpus=2, gpus=1), {"cpus": 4, "gpus": 0.5})
@@ -158,6 +162,16 @@ def test_a_presets_resources_set_the_workers_of_the_plan(study, tmp_path, capsys
                      executor=Options(executor="ray"))
     n = max(1, (os.cpu_count() or 1) // 2)
     assert f"executor ray: {n} worker{'s' if n > 1 else ''} available" in capsys.readouterr().out
+
+
+def test_the_local_executor_trains_and_scores_with_the_threads_per_run_it_is_given(study, tmp_path):
+    preset, root = study
+    torch.set_num_threads(2)
+    bench(preset, root, tmp_path / "one", Options(executor="local", cpus=1))
+    assert torch.get_num_threads() == 2  # given back afterwards
+    recs = [json.loads(p.read_text()) for p in (tmp_path / "one" / "results" / "records").glob("*/*/seed*/*.json")]
+    assert recs and {r["train"]["device"].split(", ")[1] for r in recs} == {"1 threads)"}
+    assert {r["eval"]["device"].split(", ")[1] for r in recs} == {"1 threads)"}
 
 
 # Ray: a real single-node cluster started by the executor, on loopback
@@ -294,20 +308,63 @@ def test_a_two_node_ray_runs_the_smoke_preset_to_the_local_records(smoke_local, 
     assert driver.returncode == 0, driver.stdout + driver.stderr
     assert "executor ray: 2 workers available" in driver.stdout
     assert scores(out / "results") == local
+    # Ray's token went to the tests' home folder, not to the home of whoever runs the tests
+    assert conftest.home_files(conftest.REAL_HOME) == conftest.HOME_BEFORE
 
 
 # Slurm: a real single-node Slurm (.ci/slurm-up.sh)
 
+LOCAL_SLURM = "ClusterName=oneshot-ci"  # what .ci/slurm-up.sh writes into its slurm.conf
+START_SLURM = ("start one with: export SLURM_CONF=\"$(.ci/slurm-up.sh)/slurm.conf\" "
+               "(stop it with .ci/slurm-down.sh \"$(dirname \"$SLURM_CONF\")\")")
+
+
+def local_slurm_partition(env: dict) -> tuple[str | None, str]:
+    """(partition, "") of the local Slurm that `env`'s SLURM_CONF points at (.ci/slurm-up.sh's), or
+    (None, why not). Only that Slurm is used: on a real cluster's login node `sinfo` answers with its
+    real partitions, which the tests must never submit to."""
+    conf = env.get("SLURM_CONF")
+    if shutil.which("sinfo") is None:
+        return None, f"Slurm is not installed (no sinfo); {START_SLURM}"
+    if not conf or not Path(conf).is_file() or LOCAL_SLURM not in Path(conf).read_text():
+        return None, f"SLURM_CONF does not point at a local test Slurm ({conf or 'unset'}); {START_SLURM}"
+    parts = re.findall(r"^PartitionName=(\S+)", Path(conf).read_text(), re.M)
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%P %T"], capture_output=True, text=True, timeout=60,
+                             env={**os.environ, "SLURM_CONF": conf})
+    except subprocess.TimeoutExpired:
+        return None, f"no Slurm controller answers for {conf} (sinfo timed out); {START_SLURM}"
+    if out.returncode != 0 or not out.stdout.strip():
+        return None, f"no Slurm controller answers for {conf} ({out.stderr.strip()}); {START_SLURM}"
+    return parts[0], ""
+
+
 @pytest.fixture
 def slurm_partition() -> str:
-    if shutil.which("sinfo") is None:
-        pytest.skip("Slurm is not installed (no sinfo): .ci/slurm-up.sh installs and starts one")
+    """The local Slurm's partition. Outside CI a missing one skips (saying how to start it); in CI
+    (.ci/run starts it) it must be there, so a broken start fails instead of skipping."""
     pytest.importorskip("submitit", reason="submitit is not installed (make install installs it)")
-    out = subprocess.run(["sinfo", "-h", "-o", "%P %T"], capture_output=True, text=True)
-    assert out.returncode == 0 and out.stdout.strip(), (
-        f"sinfo is here but no Slurm answers ({out.stderr.strip()}): start one with .ci/slurm-up.sh "
-        "and export SLURM_CONF=<its folder>/slurm.conf")
-    return next(line.split()[0].rstrip("*") for line in out.stdout.splitlines())
+    partition, why = local_slurm_partition(dict(os.environ))
+    if partition is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI needs the local Slurm that .ci/run starts: {why}")
+        pytest.skip(why)
+    return partition
+
+
+def test_only_a_local_slurm_that_answers_is_used(tmp_path):
+    if shutil.which("sinfo") is None:
+        assert local_slurm_partition({})[0] is None
+        return
+    assert "SLURM_CONF does not point at a local test Slurm (unset)" in local_slurm_partition({})[1]
+    real = tmp_path / "cluster.conf"  # a real cluster's configuration: never used
+    real.write_text("ClusterName=bigcluster\nSlurmctldHost=login1\nPartitionName=gpu Nodes=n1\n")
+    assert "does not point at a local test Slurm" in local_slurm_partition({"SLURM_CONF": str(real)})[1]
+    dead = tmp_path / "slurm.conf"  # a local one whose controller is not running
+    dead.write_text(f"{LOCAL_SLURM}\nSlurmctldHost=localhost\nSlurmctldPort=6999\nAuthType=auth/munge\n"
+                    "NodeName=localhost CPUs=1\nPartitionName=debug Nodes=localhost\nMessageTimeout=2\n")
+    partition, why = local_slurm_partition({"SLURM_CONF": str(dead)})
+    assert partition is None and "no Slurm controller answers" in why and ".ci/slurm-up.sh" in why
 
 
 def cancel_second_task(name: str, cancelled: list) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from oneshot import runs, tables
+from oneshot import record_frames, runs, tables
 from oneshot.config import Config
 
 STUDY, PROTOCOL, EPISODES = "grid", "vinyals", 200
@@ -104,7 +104,7 @@ def write_records(results: Path) -> dict:
 
 def configurations(root: Path):
     """What the table functions take: one row per configuration and setting."""
-    return tables.configurations(tables.load_records(root))
+    return record_frames.configurations(record_frames.load_records(root))
 
 
 @pytest.fixture
@@ -132,9 +132,9 @@ def our_rows(main) -> dict:
     """family -> row index of the main table (published rows left out)."""
     out = {}
     for i, loss in enumerate(main["Loss"]):
-        fams = [f for f, name in tables.FAMILY_NAMES.items() if str(loss).startswith(name)]
+        fams = [f for f, name in record_frames.FAMILY_NAMES.items() if str(loss).startswith(name)]
         if fams and "published" not in str(loss):
-            fam = max(fams, key=lambda f: len(tables.FAMILY_NAMES[f]))
+            fam = max(fams, key=lambda f: len(record_frames.FAMILY_NAMES[f]))
             assert fam not in out, f"two rows for {fam}"
             out[fam] = i
     return out
@@ -156,7 +156,7 @@ def test_fixture_records_have_the_intended_means(results):
     for run, (_, _, means) in RUNS.items():
         for (w, s), m in means.items():
             assert np.mean(accs[(run, w, s)]) == pytest.approx(m, abs=1e-9)
-    df = tables.load_records(root)
+    df = record_frames.load_records(root)
     assert len(df) == len(SETTINGS) * len(RUNS) + 1
 
 
@@ -192,9 +192,9 @@ def test_margin_table_has_one_row_per_margin_run(results):
     assert len(mt) == len(margin_runs), "proto (no margin) has no row; every margin run has one"
     seen = set()
     for _, row in mt.iterrows():
-        fam = [f for f, name in tables.FAMILY_NAMES.items() if row["Loss"].split(" †")[0].split(" ‡")[0] == name]
+        fam = [f for f, name in record_frames.FAMILY_NAMES.items() if row["Loss"].split(" †")[0].split(" ‡")[0] == name]
         assert len(fam) == 1, row["Loss"]
-        run = [r for r in margin_runs if tables.family(Config(**RUNS[r][0]).to_dict()) == fam[0]
+        run = [r for r in margin_runs if record_frames.family(Config(**RUNS[r][0]).to_dict()) == fam[0]
                and RUNS[r][0]["margin"] == number(row["Margin"])]
         assert len(run) == 1, (row["Loss"], row["Margin"])
         run = run[0]
@@ -258,16 +258,16 @@ def test_write_tables_regenerates_the_same_bytes(results):
 
 def test_losses_from_pml_or_user_code_are_families_of_their_own():
     cfg = lambda **kw: {**Config().to_dict(), **kw}  # noqa: E731
-    assert tables.family(cfg(loss="triplet", mining="semihard")) == "triplet-semihard"
-    assert tables.family(cfg(loss="pml:CircleLoss")) == "pml:CircleLoss"
-    ms = tables.family(cfg(loss="pml:MultiSimilarityLoss", miner="pml:MultiSimilarityMiner"))
+    assert record_frames.family(cfg(loss="triplet", mining="semihard")) == "triplet-semihard"
+    assert record_frames.family(cfg(loss="pml:CircleLoss")) == "pml:CircleLoss"
+    ms = record_frames.family(cfg(loss="pml:MultiSimilarityLoss", miner="pml:MultiSimilarityMiner"))
     assert ms == "pml:MultiSimilarityLoss+pml:MultiSimilarityMiner"
-    assert tables.family({"loss": "proto"}) == "proto"  # a record written before miners existed
-    assert tables.family_name(ms) == "MultiSimilarity + MultiSimilarity miner (PML)"
-    assert tables.family_name("pml:ArcFaceLoss") == "ArcFace (PML)"
-    assert tables.family_name("mylab.losses:focal_triplet") == "focal_triplet (mylab.losses)"
-    assert tables.family_name("triplet-hard") == tables.FAMILY_NAMES["triplet-hard"]
-    assert not tables.has_margin(cfg(loss="pml:TripletMarginLoss"))
+    assert record_frames.family({"loss": "proto"}) == "proto"  # a record written before miners existed
+    assert record_frames.family_name(ms) == "MultiSimilarity + MultiSimilarity miner (PML)"
+    assert record_frames.family_name("pml:ArcFaceLoss") == "ArcFace (PML)"
+    assert record_frames.family_name("mylab.losses:focal_triplet") == "focal_triplet (mylab.losses)"
+    assert record_frames.family_name("triplet-hard") == record_frames.FAMILY_NAMES["triplet-hard"]
+    assert not record_frames.has_margin(cfg(loss="pml:TripletMarginLoss"))
 
 
 def test_the_results_readme_says_how_a_benchmark_was_executed():

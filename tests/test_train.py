@@ -299,3 +299,37 @@ def test_a_snapshot_after_an_early_stop_is_the_final_best(small_omniglot, tmp_pa
                 progress=False)
     assert json.loads((out / "run.json").read_text())["stopped_step"] == 6
     assert torch.load(out / "best@160.pt", weights_only=False)["step"] == 2
+
+
+def test_tensorboard_events_hold_the_curve(small_omniglot, tmp_path):
+    pytest.importorskip("tensorboard", reason="tensorboard is not installed (make install installs it)")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = train(tiny(steps=40, val_every=20), tmp_path / "run", small_omniglot, progress=False)
+    ev = EventAccumulator(str(out / "tb"))
+    ev.Reload()
+    assert {"train/loss", "train/lr", "train/images_per_s", "val/accuracy"} <= set(ev.Tags()["scalars"])
+    curve = list(csv.DictReader(io.StringIO((out / "curve.csv").read_text())))
+    val = ev.Scalars("val/accuracy")
+    assert [e.step for e in val] == [int(r["step"]) for r in curve] == [20, 40]
+    assert [e.value for e in val] == pytest.approx([float(r["val_acc"]) for r in curve], abs=1e-5)
+    assert [e.step for e in ev.Scalars("train/loss")] == [20, 40]
+
+
+def test_without_tensorboard_a_run_trains_and_says_so_once(small_omniglot, tmp_path, monkeypatch, capsys):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *a, **kw):
+        if name.startswith("torch.utils.tensorboard") or name.startswith("tensorboard"):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *a, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    monkeypatch.setattr(train_mod, "_EVENTS_OFF_SAID", [])
+    for name in ("a", "b"):
+        train(tiny(), tmp_path / name, small_omniglot, progress=False)
+    err = capsys.readouterr().err
+    assert err.count("TensorBoard events off: the tensorboard package is not installed") == 1
+    assert not (tmp_path / "a" / "tb").exists() and (tmp_path / "a" / "best.pt").is_file()

@@ -1,0 +1,119 @@
+"""Bad input is refused up front, before anything trains: config ranges, presets (every table,
+unknown and missing keys, main scoring among the lists), `oneshot table` on an empty folder."""
+
+
+import pytest
+
+from oneshot import benchmark as bm
+from oneshot import study as st_mod
+from oneshot.cli import main
+from oneshot.config import Config, from_dict, load_config
+from oneshot.errors import ConfigError, OneshotError
+
+
+@pytest.mark.parametrize("pairs, message", [
+    (["steps=-5"], "'steps' = -5 is out of range: it must be >= 1"),
+    (["batch_classes=0"], "'batch_classes' = 0 is out of range: it must be >= 2"),
+    (["lr=NaN"], "'lr' = nan is out of range: it must be > 0"),
+    (["lr=0"], "'lr' = 0.0 is out of range: it must be > 0"),
+    (["weight_decay=-1"], "'weight_decay' = -1.0 is out of range"),
+    (["margin=Infinity"], "'margin' = inf is out of range"),
+    (["image_size=0"], "'image_size' = 0 is out of range"),
+    (["val_every=0"], "'val_every' = 0 is out of range"),
+    (["val_episodes=0"], "'val_episodes' = 0"),
+    (["lr_decay=1.5"], "'lr_decay' = 1.5 is out of range: it must be > 0 and <= 1"),
+    (["schedule=linear"], "'schedule' = 'linear': choose one of cosine, step"),
+    (["snapshot_images=[0]"], "'snapshot_images' = [0]"),
+    (["loss=triplet", "batch_shots=1"], "batch_shots must be >= 2"),
+    (["loss=proto", "batch_shots=4", "support_shots=4"], "leaves no query"),
+])
+def test_config_ranges_are_checked_when_a_config_is_built(pairs, message):
+    with pytest.raises(ConfigError, match=None) as e:
+        load_config(None, pairs)
+    assert message in str(e.value)
+
+
+def test_defaults_and_committed_kinds_of_config_pass():
+    Config()
+    from_dict({"loss": "proto", "batch_shots": 6, "support_shots": 1, "schedule": "step", "patience": 3})
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("steps=-5", "'steps' = -5"), ("batch_classes=0", "'batch_classes' = 0"), ("lr=NaN", "'lr' = nan")])
+def test_train_refuses_a_bad_setting_in_one_line_before_any_work(tmp_path, capsys, flag, message):
+    assert main(["train", "--set", flag, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("oneshot: error:") and message in err and "\n" not in err
+    assert not (tmp_path / "run").exists()
+
+
+BASE = """
+[[study]]
+name = "s"
+[study.base]
+steps = 2
+batch_classes = 4
+[study.eval]
+settings = [[5, 1, 5]]
+[[study.runs]]
+name = "a"
+loss = "triplet"
+"""
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.replace("settings =", "setings ="), "unknown key 'setings'; known keys: protocols, settings"),
+    (lambda t: t.replace("[study.eval]\nsettings = [[5, 1, 5]]", "[study.eval]\nepisodes = 10"), "settings is required"),
+    (lambda t: t.replace("settings = [[5, 1, 5]]", "settings = [[5, 1, 5]]\nepisodes = 10"), None),
+    (lambda t: t.replace("settings = [[5, 1, 5]]", 'settings = [[5, 1, 5]]\ndistances = ["cosine"]\n'
+                         'main_distance = "euclidean"'), "main_distance = 'euclidean' is not among distances"),
+    (lambda t: t.replace("settings = [[5, 1, 5]]", 'settings = [[5, 1, 5]]\nclassifiers = ["nearest"]'),
+     "classifiers must be a non-empty list of nearest-support, nearest-prototype"),
+    (lambda t: t.replace("settings = [[5, 1, 5]]", "settings = [[5, 0, 5]]"), "settings must be a non-empty list"),
+    (lambda t: t.replace("steps = 2", "stepz = 2"), "[study.base]: unknown key 'stepz'"),
+    (lambda t: t.replace('loss = "triplet"', 'loss = "triplet"\nmargn = 0.1'), "run 'a': unknown key 'margn'"),
+    (lambda t: t.replace("steps = 2", "steps = 0"), "run 'a': config key 'steps' = 0 is out of range"),
+    (lambda t: "seedz = [0]\n" + t, "unknown key 'seedz'"),
+    (lambda t: "seeds = [-1]\n" + t, "seeds must be a non-empty list of whole numbers >= 0"),
+    (lambda t: "[resources]\ncpu = 2\n" + t, "[resources]: unknown key 'cpu'"),
+    (lambda t: t.replace('name = "s"', 'name = "s"\nbse = 1'), "study 's': unknown key 'bse'"),
+    (lambda t: t.replace("settings = [[5, 1, 5]]", 'settings = [[5, 1, 5]]\nprotocols = ["ravi"]'),
+     "unknown Omniglot protocol 'ravi'"),
+    (lambda t: t.replace("settings = [[5, 1, 5]]", 'settings = [[5, 1, 5]]\n[[study.eval.reproduces]]\n'
+                         'label = "x"\npublished = "ProtoNet"\nruns = { "1" = "b" }'), "must map test shots"),
+])
+def test_every_table_of_a_preset_is_checked_before_planning(tmp_path, edit, message, monkeypatch, capsys):
+    text = edit(BASE)
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    if message is None:  # a valid edit: loads
+        st_mod.load_preset(str(path))
+        return
+    with pytest.raises(OneshotError) as e:
+        st_mod.load_preset(str(path))
+    assert message in str(e.value)
+    # the benchmark and its dry run stop there: nothing is planned, measured or trained
+    monkeypatch.setattr(bm, "plan", lambda *a: pytest.fail("planned a preset that does not load"))
+    for extra in ([], ["--dry-run"]):
+        assert main(["benchmark", "--preset", str(path), "--results", str(tmp_path / "r"), *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_main_scoring_defaults_to_the_first_of_the_lists():
+    assert st_mod.main_scoring({"classifiers": ["nearest-prototype"], "distances": ["cosine", "euclidean"]}) == (
+        "nearest-prototype", "cosine")
+    assert st_mod.main_scoring({}) == ("nearest-support", "euclidean")
+
+
+@pytest.mark.parametrize("make", ["missing", "empty", "no-records"])
+def test_table_of_a_folder_without_records_is_one_line(tmp_path, capsys, make):
+    folder = tmp_path / "res"
+    if make != "missing":
+        folder.mkdir()
+    if make == "no-records":
+        (folder / "records").mkdir()
+    assert main(["table", str(folder), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("oneshot: error: no records under") and err.count("\n") == 1

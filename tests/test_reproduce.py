@@ -1,0 +1,158 @@
+"""A study that reproduces a published recipe: the recipe row beside the published one, pairs
+against the recipe, budget snapshots scored on the test episodes, the budget table and figure."""
+
+import json
+
+import pytest
+
+from oneshot import budget_tables, record_frames, tables
+from oneshot.cli import main
+from oneshot.study import load_preset
+
+PRESET = """
+description = "fixture reproduction"
+seeds = [0, 1]
+[[study]]
+name = "rep"
+[study.base]
+schedule = "step"
+lr_decay_every = 2
+val_every = 2
+val_ways = 3
+val_queries = 2
+val_episodes = 10
+patience = 3
+snapshot_images = [16, 48]
+[study.eval]
+protocols = ["vinyals"]
+settings = [[3, 1, 2], [3, 2, 2]]
+episodes = 20
+seed = 7
+classifiers = ["nearest-support", "nearest-prototype"]
+distances = ["euclidean"]
+main_classifier = "nearest-prototype"
+verification_pairs = 0
+[[study.eval.reproduces]]
+label = "ProtoNet, Snell recipe (reproduced here)"
+published = "ProtoNet"
+runs = { "1" = "proto-1shot", "2" = "proto-2shot" }
+[[study.runs]]
+name = "proto-1shot"
+loss = "proto"
+normalize = false
+distance = "sqeuclidean"
+batch_classes = 4
+batch_shots = 4
+support_shots = 1
+steps = 4
+[[study.runs]]
+name = "proto-2shot"
+loss = "proto"
+normalize = false
+distance = "sqeuclidean"
+batch_classes = 4
+batch_shots = 4
+support_shots = 2
+steps = 4
+[[study.runs]]
+loss = "triplet"
+mining = ["hard"]
+margin = [0.2, 0.5]
+batch_classes = 4
+batch_shots = 4
+steps = 4
+"""
+
+
+@pytest.fixture
+def results(small_omniglot, tmp_path, one_thread, monkeypatch):
+    preset = tmp_path / "rep.toml"
+    preset.write_text(PRESET)
+    argv = ["benchmark", "--preset", str(preset), "--results", str(tmp_path / "results"), "--runs",
+            str(tmp_path / "runs"), "--data-root", str(small_omniglot)]
+    monkeypatch.delenv("ONESHOT_COMMAND", raising=False)
+    assert main(argv) == 0
+    return tmp_path / "results"
+
+
+def test_the_readme_names_the_command_that_was_run(results):
+    bench = json.loads((results / "records" / "benchmark-rep.json").read_text())
+    assert bench["command"].startswith(f"oneshot benchmark --preset {results.parent / 'rep.toml'} --results ")
+    assert bench["preset_path"] == str(results.parent / "rep.toml")  # not a shipped preset: its own path
+    assert f"- command: `{bench['command']}` (preset file `{bench['preset_path']}`)" in (results / "README.md").read_text()
+
+
+def test_snapshots_are_scored_on_the_study_episodes(results):
+    snap = sorted((results / "records" / "rep" / "proto-1shot" / "seed0" / "budget").glob("*/*.json"))
+    # budgets 16 and 48 images (16 images a step: steps 1 and 3) x 2 settings, main scoring only
+    assert [(p.parent.name, p.name) for p in snap] == [
+        ("16", "vinyals-3w1s-nearest-prototype-euclidean.json"), ("16", "vinyals-3w2s-nearest-prototype-euclidean.json"),
+        ("48", "vinyals-3w1s-nearest-prototype-euclidean.json"), ("48", "vinyals-3w2s-nearest-prototype-euclidean.json")]
+    r16, final = (json.loads(p.read_text()) for p in (
+        snap[0], results / "records" / "rep" / "proto-1shot" / "seed0" / "vinyals-3w1s-nearest-prototype-euclidean.json"))
+    assert r16["budget_images"] == 16 and r16["train"]["best_step"] == 1 and r16["train"]["best_images"] == 16
+    assert len(r16["per_episode"]) == len(final["per_episode"]) == 20
+    assert final["train"]["images_seen"] == 4 * 16 and final["train"]["stopped_step"] == 4
+
+
+def test_main_table_has_the_recipe_row_beside_the_published_one(results):
+    df = record_frames.load_records(results)
+    main, _ = tables.main_table(record_frames.configurations(df), "vinyals")
+    labels = list(main.Loss)
+    assert labels[:2] == ["Triplet, batch-hard", "ProtoNet, Snell recipe (reproduced here)"]
+    assert "ProtoNet (published: Snell et al. 2017)" in labels and "Prototypical" not in labels
+    row = main[main.Loss == labels[1]].iloc[0]
+    assert row.Batch == "4x(1+3) / 4x(2+2)"
+    conf = record_frames.configurations(df)
+    for col, run, shots in (("3w1s", "proto-1shot", 1), ("3w2s", "proto-2shot", 2)):
+        c = conf[(conf.run == run) & (conf.shots == shots) & (conf.classifier == "nearest-prototype")].iloc[0]
+        assert row[col].replace("**", "").startswith(f"{100 * c['mean']:.2f} ± {100 * c['ci95']:.2f} (2 seeds")
+    # pairs: against the recipe's run for the setting's shots
+    pt = tables.paired_table(record_frames.configurations(record_frames.load_records(results)), "vinyals")
+    assert set(pt[pt.Setting == "3w1s"].Reference) == {"proto-1shot"}
+    assert set(pt[pt.Setting == "3w2s"].Reference) == {"proto-2shot"}
+    configurations = {c.split(" ")[0] for c in pt[pt.Setting == "3w1s"].Configuration}  # without collapse marks
+    assert configurations == {"proto-2shot", "triplet-hard-m0.2", "triplet-hard-m0.5"}
+
+
+def test_budget_table_ranks_each_loss_at_each_budget_and_the_readme_says_what_flips(results):
+    df = record_frames.load_records(results)
+    frame = budget_tables.budget_frame(results, df)
+    ranked = budget_tables.losses_at_budgets(frame)
+    assert sorted(set(ranked.budget)) == [16, 48, 64]
+    for (n, w, s), g in ranked.groupby(["budget", "ways", "shots"]):
+        assert sorted(g["rank"]) == [1, 2] and list(g.sort_values("rank")["mean"]) == sorted(g["mean"], reverse=True)
+        trip = g[g.loss == "Triplet, batch-hard"].iloc[0]  # the margin best on validation at that budget
+        margins = frame[(frame.budget == n) & (frame.ways == w) & (frame.shots == s) & (frame.family == "triplet-hard")]
+        assert trip.run == margins.sort_values(["val_acc", "run"], ascending=[False, True]).run.iloc[0]
+    text = (results / "rep" / "budget-vinyals.md").read_text()
+    assert all(f"| {w} @ {n}" in text or f" | {w} @ {n} |" in text for w in ("3w1s", "3w2s") for n in (16, 48, 64))
+    assert (results / "rep" / "budget-vinyals.png").stat().st_size > 1000
+    readme = (results / "README.md").read_text()
+    assert "Rankings against budget, rep (vinyals" in readme
+    flipped = budget_tables.flips(ranked)
+    assert all(f"- {f}" in readme for f in flipped)
+
+
+def test_reproduced_lines_compare_with_the_published_cell(results, monkeypatch):
+    conf = record_frames.configurations(record_frames.load_records(results))
+    assert tables.reproduced(conf) == []  # the published ProtoNet row has no 3-way cells: nothing to compare
+    monkeypatch.setitem(tables.PUBLISHED, ("omniglot", "vinyals"),
+                        [("ProtoNet", "Snell et al. 2017", {(3, 1): "50.0", (3, 2): "99.9"})])
+    conf = record_frames.configurations(record_frames.load_records(results))
+    rows = {r["setting"]: r for r in tables.reproduced(conf)}
+    assert set(rows) == {"3w1s", "3w2s"} and rows["3w1s"]["run"] == "proto-1shot"
+    for r in rows.values():
+        assert r["inside"] == (abs(r["published"] - r["mean"]) <= r["ci95"])
+    lines = tables._reproduced_lines(conf)
+    assert any("3w2s (run proto-2shot): published 99.9" in line for line in lines)
+
+
+def test_the_reproduce_preset_builds():
+    _, studies = load_preset("reproduce")
+    st = studies[0]
+    assert len(st.runs) == 21 and {c.seed for c in st.runs} == {0, 1, 2}
+    proto = [c for c in st.runs if c.name == "proto-snell-1shot"][0]
+    assert (proto.batch_classes, proto.n_support, proto.batch_shots - proto.n_support) == (60, 1, 5)
+    caps = {c.steps * c.batch_images for c in st.runs}
+    assert caps == {1_440_000}
