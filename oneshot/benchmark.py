@@ -142,20 +142,27 @@ def run_benchmark(preset: str, results: Path, data_root=None, runs_dir: Path = P
     if dry_run:
         return
     t0 = time.perf_counter()
-    trained, others, failed = execute([(st, cfg) for st, cfg, _ in todo], executor, results,
-                                      runs_dir / header["preset"], data_root, progress)
-    if failed:
-        raise OneshotError(f"{len(failed)} of {len(todo)} runs failed (their records are missing; run the same "
-                           "command again to retry only those):" + "".join(f"\n  {n}: {r}" for n, r in failed))
-    if trained:  # a call that trained nothing leaves the committed record of the last one alone
+
+    def note(trained: int, finished: bool) -> None:
+        """The benchmark's own record, rewritten after every run trained here, so an invocation
+        that is stopped still says what it did; a call that trains nothing leaves it alone."""
         bench = {"preset": header["preset"], "preset_file": Path(header["path"]).name,
                  "preset_path": _shown_path(Path(header["path"])),
                  "description": header.get("description", ""),
                  "command": command or f"oneshot benchmark --preset {preset}",
                  "runs": [f"{st.name}/{c.name}/seed{c.seed}" for st in studies for c in st.runs],
                  "wall_time_s_this_invocation": round(time.perf_counter() - t0, 1),
-                 "runs_trained_this_invocation": trained, **provenance(device)}
+                 "runs_trained_this_invocation": trained, "invocation_finished": finished, **provenance(device)}
         atomic_write_text(results / "records" / f"benchmark-{header['preset']}.json", json.dumps(bench, indent=1) + "\n")
+
+    trained, others, failed = execute([(st, cfg) for st, cfg, _ in todo], executor, results,
+                                      runs_dir / header["preset"], data_root, progress,
+                                      on_run=lambda n: note(n, finished=False))
+    if trained:
+        note(trained, finished=True)
+    if failed:
+        raise OneshotError(f"{len(failed)} of {len(todo)} runs failed (their records are missing; run the same "
+                           "command again to retry only those):" + "".join(f"\n  {n}: {r}" for n, r in failed))
     for path in write_tables(results):
         print(f"wrote {path}")
     print(f"trained {trained} of {sum(len(st.runs) for st in studies)} runs"

@@ -104,8 +104,9 @@ def _check_shared(folder: Path, note: str) -> None:
 
 
 def execute(todo: list, opts: Options, results: Path, runs_dir: Path, data_root,
-            progress: bool) -> tuple[int, int, list[tuple[str, str]]]:
-    """Run `todo` ((study, config) pairs) with the chosen executor."""
+            progress: bool, on_run=None) -> tuple[int, int, list[tuple[str, str]]]:
+    """Run `todo` ((study, config) pairs) with the chosen executor; `on_run(trained)` is called
+    after every run trained here, with the count so far."""
     if opts.executor == "local":
         import torch
 
@@ -115,7 +116,7 @@ def execute(todo: list, opts: Options, results: Path, runs_dir: Path, data_root,
         if opts.cpus:  # threads per run, as on Ray and Slurm
             torch.set_num_threads(opts.cpus)
         try:
-            trained, others = _run_all(todo, results, runs_dir, data_root, progress)
+            trained, others = _run_all(todo, results, runs_dir, data_root, progress, on_run)
         finally:
             torch.set_num_threads(threads)
         return trained, others, []
@@ -128,7 +129,7 @@ def execute(todo: list, opts: Options, results: Path, runs_dir: Path, data_root,
         p.write_text(f"{socket.gethostname()} {os.getpid()}\n")
     try:
         run = _ray if opts.executor == "ray" else _slurm
-        return run(todo, opts, results, runs_dir, data_root, note)
+        return run(todo, opts, results, runs_dir, data_root, note, on_run)
     finally:
         for p in notes:
             p.unlink(missing_ok=True)
@@ -137,12 +138,15 @@ def execute(todo: list, opts: Options, results: Path, runs_dir: Path, data_root,
 class _Follow:
     """The driver's view of submitted runs: a bar over runs and a line per finished or failed run."""
 
-    def __init__(self, n: int):
+    def __init__(self, n: int, on_run=None):
         self.bar = tqdm(total=n, unit="run", desc="runs", dynamic_ncols=True)
         self.trained, self.others, self.failed = 0, 0, []
+        self.on_run = on_run
 
     def finished(self, name: str, status: str) -> None:
         self.trained, self.others = self.trained + (status == "trained"), self.others + (status == "done")
+        if status == "trained" and self.on_run is not None:
+            self.on_run(self.trained)
         self.bar.write(f"finished {name}" + (" (by another driver)" if status == "done" else ""))
         self.bar.update()
 
@@ -173,7 +177,7 @@ def _name(st, cfg) -> str:
     return f"{st.name}/{cfg.name} seed {cfg.seed}"
 
 
-def _ray(todo, opts: Options, results, runs_dir, data_root, note):
+def _ray(todo, opts: Options, results, runs_dir, data_root, note, on_run=None):
     try:
         import ray
     except ImportError:
@@ -188,7 +192,7 @@ def _ray(todo, opts: Options, results, runs_dir, data_root, note):
         task = ray.remote(num_cpus=opts.cpus, num_gpus=opts.gpus, max_retries=opts.max_retries)(job)
         refs = {task.remote(st, cfg, results, runs_dir, data_root, note, opts.cpus): _name(st, cfg)
                 for st, cfg in todo}
-        follow = _Follow(len(refs))
+        follow = _Follow(len(refs), on_run)
         pending = list(refs)
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
@@ -208,7 +212,7 @@ def _ray_reason(e) -> str:
     return str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
 
 
-def _slurm(todo, opts: Options, results, runs_dir, data_root, note):
+def _slurm(todo, opts: Options, results, runs_dir, data_root, note, on_run=None):
     try:
         import submitit
     except ImportError:
@@ -232,7 +236,7 @@ def _slurm(todo, opts: Options, results, runs_dir, data_root, note):
         jobs += [(j, _name(st, cfg)) for j, (st, cfg) in zip(submitted, runs)]
         print(f"submitted {name}: {n} run{'s' if n > 1 else ''} as Slurm job array {submitted[0].job_id.split('_')[0]}",
               flush=True)
-    follow = _Follow(len(jobs))
+    follow = _Follow(len(jobs), on_run)
     while jobs:
         queued = _squeue()
         still = []

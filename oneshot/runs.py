@@ -213,14 +213,17 @@ def run_one(st: Study, cfg: Config, results: Path, runs_dir: Path, data_root=Non
 
 
 def _run_all(todo: list[tuple[Study, Config]], results: Path, runs_dir: Path, data_root,
-             progress: bool) -> tuple[int, int]:
+             progress: bool, on_run=None) -> tuple[int, int]:
     """Run `todo` with `run_one`; runs held by other drivers are skipped, then waited for (and
-    trained here when their holder gives them up or dies). Returns (trained here, by others)."""
+    trained here when their holder gives them up or dies). Returns (trained here, by others);
+    `on_run(trained)` after each run trained here."""
     trained, others, held = 0, 0, []
     for i, (st, cfg) in enumerate(todo, 1):
         print(f"[{i}/{len(todo)}] {st.name}/{cfg.name} seed {cfg.seed}", flush=True)
         status = run_one(st, cfg, results, runs_dir, data_root, progress)
         trained, others = trained + (status == "trained"), others + (status == "done")
+        if status == "trained" and on_run is not None:
+            on_run(trained)
         if status == "held":
             held.append((st, cfg))
             who = lock.holder(_run_dir(runs_dir, st, cfg)) or "just given back"
@@ -236,6 +239,8 @@ def _run_all(todo: list[tuple[Study, Config]], results: Path, runs_dir: Path, da
         for st, cfg in held:
             status = run_one(st, cfg, results, runs_dir, data_root, progress)
             trained, others = trained + (status == "trained"), others + (status == "done")
+            if status == "trained" and on_run is not None:
+                on_run(trained)
             if status == "held":
                 still.append((st, cfg))
         held = still

@@ -331,7 +331,10 @@ def _readme(results: Path, df: pd.DataFrame, conf: pd.DataFrame, budget_lines: l
                   f"- wall time of the last `{b['command']}` (it trains only the runs without records): "
                   f"{b['wall_time_s_this_invocation'] / 60:.1f} min"
                   + (f", {b['runs_trained_this_invocation']} of {len(b['runs'])} runs trained"
-                     if "runs_trained_this_invocation" in b else ""),
+                     if "runs_trained_this_invocation" in b else "")
+                  + (" (stopped before its end; the same command continues)"
+                     if b.get("invocation_finished") is False else ""),
+                  f"- records: {sub.drop_duplicates(['study', 'run', 'seed']).shape[0]} of {len(b['runs'])} runs",
                   f"- commits of the runs: {', '.join(sorted(sub.commit.unique()))}",
                   f"- versions: {json.dumps(sub.versions.iloc[0] if len(sub) else b['versions'])}", ""]
         lines += _reproduced_lines(conf[conf.study.isin(studies)])

@@ -118,7 +118,8 @@ def test_records_tables_and_byte_for_byte_regeneration(small_omniglot, tmp_path,
     main_md = (results / "tiny" / "main-vinyals.md").read_text()
     assert "ProtoNet (published" in main_md and main_md.count("**") >= 4
     assert "| Contrastive, all pairs |" in main_md and "| Prototypical | – |" in main_md
-    assert "make benchmark PRESET=tiny" in (results / "README.md").read_text()
+    # the command that was run (here the API's, with the preset's own path), not a make target it never was
+    assert f"- command: `oneshot benchmark --preset {preset}` (preset file `{preset}`)" in (results / "README.md").read_text()
 
     regen = tmp_path / "regen"
     capsys.readouterr()
@@ -152,6 +153,9 @@ def test_a_killed_benchmark_continues_where_it_stopped(small_omniglot, tmp_path,
         bench(preset, tmp_path, small_omniglot)
     done = {p.parent.parent.name for p in (tmp_path / "results" / "records" / "tiny").glob("*/seed0/*.json")}
     assert done == set(seen[:2])
+    # the benchmark's own record already says what the stopped invocation did
+    bench_rec = json.loads((tmp_path / "results" / "records" / "benchmark-tiny.json").read_text())
+    assert (bench_rec["runs_trained_this_invocation"], bench_rec["invocation_finished"]) == (2, False)
 
     trained = []
     import oneshot.train as train_mod
@@ -161,6 +165,8 @@ def test_a_killed_benchmark_continues_where_it_stopped(small_omniglot, tmp_path,
     bench(preset, tmp_path, small_omniglot)
     # the rest of study tiny, then study tiny-lake; finished runs are not repeated
     assert trained == ["triplet-hard-m0.5", "proto", "contrastive-m0.5", "contrastive-m1.0"]
+    bench_rec = json.loads((tmp_path / "results" / "records" / "benchmark-tiny.json").read_text())
+    assert (bench_rec["runs_trained_this_invocation"], bench_rec["invocation_finished"]) == (4, True)
     trained.clear()
     bench(preset, tmp_path, small_omniglot)
     assert trained == []
