@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .published import published_rows, published_value
 from .stats import crossed
 from .record_frames import BUDGET_RECORDS, _col, _main_view, family_name, load_records, recipe_run, recipes
 
@@ -37,7 +38,7 @@ def budget_frame(results: Path, df: pd.DataFrame) -> pd.DataFrame:
         g = g.sort_values("seed")
         c = crossed(np.stack(g.per_episode.to_numpy()))
         first = g.iloc[0]
-        rows.append({"study": study, "protocol": protocol, "run": run, "budget": int(budget), "ways": w, "shots": s,
+        rows.append({"study": study, "dataset": first.dataset, "protocol": protocol, "run": run, "budget": int(budget), "ways": w, "shots": s,
                      "family": first.family, "reproduces": first.reproduces, "val_acc": g.val_acc.mean(),
                      "mean": c["mean"], "ci95": c["ci95"], "seeds": c["seeds"]})
     return pd.DataFrame(rows)
@@ -59,6 +60,8 @@ def losses_at_budgets(b: pd.DataFrame) -> pd.DataFrame:
         for fam, f in rest.groupby("family", sort=True):
             best = f.sort_values(["val_acc", "run"], ascending=[False, True]).iloc[0]
             picked.append(best.to_dict() | {"loss": family_name(fam)})
+        if not picked:  # a recipe without its run for these shots (yet), and no other loss
+            continue
         block = pd.DataFrame(picked).sort_values(["mean", "loss"], ascending=[False, True])
         out.append(block.assign(rank=np.arange(1, len(block) + 1)))
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
@@ -103,6 +106,17 @@ def flips(ranked: pd.DataFrame) -> list[str]:
     return out
 
 
+def _published(g: pd.DataFrame, protocol: str) -> dict:
+    """{(ways, shots): [(label, accuracy)]} of the published rows the study's recipes reproduce."""
+    names = {r["published"] for r in recipes(g)}
+    out: dict = {}
+    for name, source, cells in published_rows(g.dataset.iloc[0], protocol):
+        if name in names:
+            for c, v in cells.items():
+                out.setdefault(c, []).append((f"{name}, {source}", published_value(v)))
+    return out
+
+
 def write_budget(results: Path, out: Path, df: pd.DataFrame, put, markdown) -> tuple[list[Path], list[str]]:
     """`budget-<protocol>.md` and `budget-<protocol>.png` in each study folder with budget records.
     Returns (the plots written, README lines: the rankings that flip between budgets)."""
@@ -123,7 +137,7 @@ def write_budget(results: Path, out: Path, df: pd.DataFrame, put, markdown) -> t
             "validation the run had kept when it had seen that many images.\n\n" + markdown(rank_table(ranked)))
         path = out / study / f"budget-{protocol}.png"
         one_shot = g[g.shots == 1]  # the figure: the 1-shot settings (Omniglot: 5w1s and 20w1s)
-        budget_plot(one_shot if len(one_shot) else g, f"{study}: {protocol}", path)
+        budget_plot(one_shot if len(one_shot) else g, f"{study}: {protocol}", path, _published(g, protocol))
         plots.append(path)
         flipped = flips(ranked)
         lines += [f"Rankings against budget, {study} ({protocol}; `{study}/budget-{protocol}.md`): "

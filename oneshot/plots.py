@@ -92,11 +92,15 @@ def roc_plot(s: pd.DataFrame, title: str, path: Path) -> None:
     plt.close(fig)
 
 
-def budget_plot(b: pd.DataFrame, title: str, path: Path) -> None:
+def budget_plot(b: pd.DataFrame, title: str, path: Path, published: dict | None = None) -> None:
     """Test accuracy against training images (log axis), one line per configuration with its
-    95% crossed CI as a band, one panel per setting: rows of `budget_tables.budget_frame`."""
+    95% crossed CI as a band, one panel per setting: rows of `budget_tables.budget_frame`;
+    `published` {(ways, shots): [(label, accuracy), ...]} draws dashed reference lines."""
+    from matplotlib.ticker import FixedLocator, NullLocator
+
     plt = _pyplot()
     sets = sorted({(w, s) for w, s in zip(b.ways, b.shots)})
+    budgets = sorted(set(b.budget))
     fig, axes = plt.subplots(1, len(sets), figsize=(4.6 * len(sets), 3.6), squeeze=False)
     colours = {run: plt.cm.tab10(i % 10) for i, run in enumerate(sorted(b.run.unique()))}
     for ax, (w, s) in zip(axes[0], sets):
@@ -105,8 +109,13 @@ def budget_plot(b: pd.DataFrame, title: str, path: Path) -> None:
             ax.plot(g.budget, 100 * g["mean"], marker="o", ms=3, lw=1.2, color=colours[run], label=run)
             ax.fill_between(g.budget, 100 * (g["mean"] - g.ci95), 100 * (g["mean"] + g.ci95),
                             color=colours[run], alpha=0.15, lw=0)
+        for j, (label, value) in enumerate((published or {}).get((w, s), [])):
+            ax.axhline(100 * value, color="0.3", ls="--", lw=0.9, dashes=(4, 2 + 2 * j), label=f"{label} (published)")
         ax.set(xscale="log", xlabel="training images seen", title=f"{w}-way {s}-shot")
-        ax.grid(alpha=0.3, which="both")
+        ax.xaxis.set_major_locator(FixedLocator(budgets))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xticklabels([f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.0f}k" for n in budgets])
+        ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("test accuracy % (seed mean, 95% CI)")
     axes[0][-1].legend(fontsize=6)
     fig.suptitle(f"{title}: accuracy against training budget", fontsize=9, y=1.02)

@@ -118,7 +118,7 @@ def batch_shape(cfg: dict) -> str:
 
 def recipes(d: pd.DataFrame) -> list[dict]:
     """The published recipes a study reproduces (`[[study.eval.reproduces]]`): each with `label`
-    (its table row), `published` (the PUBLISHED row it reproduces) and `runs` (test shots, as a
+    (its table row), `published` (the row of `oneshot.published` it reproduces) and `runs` (test shots, as a
     string, -> the configuration trained for them)."""
     return json.loads(d.reproduces.iloc[0]) if len(d) and "reproduces" in d else []
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from oneshot import budget_tables, record_frames, tables
+from oneshot import budget_tables, published, record_frames, tables
 from oneshot.cli import main
 from oneshot.study import load_preset
 
@@ -137,7 +137,7 @@ def test_budget_table_ranks_each_loss_at_each_budget_and_the_readme_says_what_fl
 def test_reproduced_lines_compare_with_the_published_cell(results, monkeypatch):
     conf = record_frames.configurations(record_frames.load_records(results))
     assert tables.reproduced(conf) == []  # the published ProtoNet row has no 3-way cells: nothing to compare
-    monkeypatch.setitem(tables.PUBLISHED, ("omniglot", "vinyals"),
+    monkeypatch.setitem(published.PUBLISHED, ("omniglot", "vinyals"),
                         [("ProtoNet", "Snell et al. 2017", {(3, 1): "50.0", (3, 2): "99.9"})])
     conf = record_frames.configurations(record_frames.load_records(results))
     rows = {r["setting"]: r for r in tables.reproduced(conf)}
