@@ -10,7 +10,6 @@ run directory (`lock`), so drivers started together on one study train each run 
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,8 +19,8 @@ import torch
 from .config import Config
 from .data import load_split
 from .errors import OneshotError
-from .provenance import atomic_write_text, provenance
-from .runs import _record_paths, _run_done, _unreadable_record
+from .provenance import provenance
+from .records import benchmark_path, record_paths, run_done, unreadable_record, write
 from .study import Study, load_preset
 
 if TYPE_CHECKING:
@@ -54,9 +53,9 @@ def plan(studies: list[Study], results: Path, data_root) -> list[tuple[Study, Co
     rates: dict[tuple, float] = {}
     for st in studies:
         for cfg in st.runs:
-            if _run_done(results, st, cfg):
+            if run_done(results, st, cfg):
                 continue
-            invalid += [p for p in _record_paths(results, st, cfg) if _unreadable_record(p)]
+            invalid += [p for p in record_paths(results, st, cfg) if unreadable_record(p)]
             key = (cfg.dataset, cfg.encoder, cfg.image_size, cfg.batch_classes * cfg.batch_shots, cfg.device,
                    cfg.precision, cfg.augment)
             if key not in rates:
@@ -153,7 +152,7 @@ def run_benchmark(preset: str, results: Path, data_root=None, runs_dir: Path = P
                  "runs": [f"{st.name}/{c.name}/seed{c.seed}" for st in studies for c in st.runs],
                  "wall_time_s_this_invocation": round(time.perf_counter() - t0, 1),
                  "runs_trained_this_invocation": trained, "invocation_finished": finished, **provenance(device)}
-        atomic_write_text(results / "records" / f"benchmark-{header['preset']}.json", json.dumps(bench, indent=1) + "\n")
+        write(benchmark_path(results, header["preset"]), bench)
 
     trained, others, failed = execute([(st, cfg) for st, cfg, _ in todo], executor, results,
                                       runs_dir / header["preset"], data_root, progress,

@@ -18,7 +18,8 @@ import pandas as pd
 
 from .published import published_rows, published_value
 from .stats import crossed
-from .record_frames import BUDGET_RECORDS, _col, _main_view, family_name, load_records, recipe_run, recipes
+from .records import BUDGETS
+from .record_frames import _col, _main_view, family_name, load_records, recipe_run, recipes
 
 
 
@@ -26,7 +27,7 @@ def budget_frame(results: Path, df: pd.DataFrame) -> pd.DataFrame:
     """One row per (study, loss, configuration, budget, setting) for the studies with budget
     records: `loss` (a row label), `val_acc` (seed mean at that budget), `mean`, `ci95`, `seeds`.
     `df` is `load_records(results)`, whose main scores give each run's point at its cap."""
-    snaps = load_records(results, BUDGET_RECORDS)
+    snaps = load_records(results, BUDGETS)
     if snaps.empty:
         return pd.DataFrame()
     studies = set(snaps.study)

@@ -16,7 +16,7 @@ from .config import PRECISIONS
 
 def _eval(args) -> dict:
     from .data import check_protocol, check_scoring, load_split
-    from .episodes import check_request, sample_episodes
+    from .episodes import test_episodes
     from .evaluate import embed_split, evaluate
     from .precision import resolve
 
@@ -28,7 +28,7 @@ def _eval(args) -> dict:
         sklearn_metrics()
     trained = None
     if args.encoder != "pixels":
-        from .train import load_encoder
+        from .checkpoint import load_encoder
 
         model, trained = load_encoder(args.encoder, args.device)
     # What the command line leaves out comes from the run's config, else the dataset's defaults.
@@ -48,15 +48,9 @@ def _eval(args) -> dict:
                                f"{args.episodes}: an episode needs at least 2 ways, 1 shot and 1 query, "
                                "and at least 1 episode")
     split = load_split(dataset, protocol, args.split, args.data_root, size)
-    if split.episodes is not None:  # a fixed protocol, e.g. lake-20runs
-        episodes, n_shot = split.episodes, 1
-        ways, shots, queries = 20, 1, 1
-    else:
-        ways, shots, queries = args.ways, args.shots, args.queries
-        check_request(split, ways, shots, queries, by_group=protocol == "lake-within")
-        episodes = sample_episodes(split, ways, shots, queries, args.episodes, args.seed,
-                                   by_group=protocol == "lake-within")
-        n_shot = shots
+    episodes, (ways, shots, queries) = test_episodes(split, protocol, args.ways, args.shots, args.queries,
+                                                     args.episodes, args.seed)
+    n_shot = shots
     encode = model if trained is not None else (lambda x: x.flatten(1))
     prec = resolve(args.precision or (trained.precision if trained else "fp32"), args.device)
     emb = embed_split(encode, split, device=args.device, progress=not args.json, precision=prec)
@@ -79,7 +73,7 @@ def _verification(args, split, emb, trained) -> dict:
     m = verification_metrics(pair_scores(emb, pairs, args.distance), same.numpy(), seed=args.seed)
     out = {**flat(m), "verification": {k: m[k] for k in ("roc_auc", "eer", "tar_at_far", "pairs")}}
     if trained is not None and trained.loss == "koch":
-        from .train import load_koch_head
+        from .checkpoint import load_koch_head
 
         head = load_koch_head(args.encoder, emb.shape[1])
         k = verification_metrics(pair_scores(emb, pairs, "koch-head", head), same.numpy(), seed=args.seed)
@@ -116,8 +110,7 @@ def cmd_train(args) -> None:
     if args.precision:
         cfg = cfg.with_overrides([f"precision={args.precision}"])
     out = args.out or Path("runs") / cfg.name
-    train(cfg, out, args.data_root, resume=not args.restart)
-    run = json.loads((Path(out) / "run.json").read_text())
+    run = train(cfg, out, args.data_root, resume=not args.restart).record
     print(f"{cfg.name}: best validation accuracy {100 * run['best_val_acc']:.2f} % "
           f"({run['wall_time_s']:.0f} s); encoder in {out}")
 

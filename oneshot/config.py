@@ -13,6 +13,12 @@ from .errors import ConfigError, OneshotError
 
 
 PRECISIONS = ("fp32", "bf16", "auto")
+# The keys only some losses read, and which: built-ins by name; a `pml:` or user loss reads its
+# loss_params and miner (its distance, if any, is inside loss_params).
+LOSS_KEYS = {"margin", "mining", "pos_weight", "distance", "support_shots", "loss_params", "miner", "miner_params"}
+READ_BY_LOSS = {"contrastive": ("margin", "pos_weight", "distance"), "triplet": ("margin", "mining", "distance"),
+                "koch": (), "proto": ("distance", "support_shots")}
+PLUGIN_LOSS_KEYS = ("loss_params", "miner", "miner_params")
 # Where and in which memory layout a run is computed: provenance, recorded but not identity.
 HOW_KEYS = ("device", "channels_last")
 
@@ -83,9 +89,22 @@ class Config:
         return 0.5 * (1 + math.cos(math.pi * min(step, self.steps) / self.steps))
 
     def identity(self) -> dict:
-        """The keys that make the experiment: two configs with equal identities give the same
-        numbers (on the same kind of device), so a record made under one is valid for the other."""
-        return {k: v for k, v in self.to_dict().items() if k not in HOW_KEYS}
+        """The keys that make the experiment, those this run reads: two configs with equal
+        identities give the same numbers (on the same kind of device), so a record made under one
+        is valid for the other. Left out: how it is run (HOW_KEYS) and the keys its loss, schedule
+        and validation never read (`unread_keys`), so changing one of those retrains nothing."""
+        unread = set(HOW_KEYS) | self.unread_keys()
+        return {k: v for k, v in self.to_dict().items() if k not in unread}
+
+    def unread_keys(self) -> set[str]:
+        """The config keys this run never reads: the other losses' settings, the step schedule's
+        keys under cosine decay, and the validation episodes' shape without a validation split."""
+        unread = LOSS_KEYS - set(READ_BY_LOSS.get(self.loss, PLUGIN_LOSS_KEYS))
+        if self.schedule != "step":
+            unread |= {"lr_decay_every", "lr_decay"}
+        if self.val_split == "none":
+            unread |= {"val_ways", "val_shots", "val_queries", "val_episodes", "patience"}
+        return unread
 
     def with_overrides(self, pairs: list[str]) -> "Config":
         """Apply `key=value` strings; values are parsed as JSON, else kept as strings.

@@ -118,6 +118,19 @@ def _draw(table, counts, eligible, groups, n_way, need, n_episodes, g):
     return table[classes.unsqueeze(-1), slots]  # [E, N, K+Q]
 
 
+def test_episodes(split: Split, protocol: str, n_way: int, n_shot: int, n_query: int, n_episodes: int,
+                  seed: int) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    """A protocol's test episodes on `split` -> (episodes [E, N, K+Q], (N, K, Q) as drawn).
+
+    A split with fixed episodes (Lake's 20 runs: 20-way 1-shot 1-query) gives them whatever was
+    asked; `lake-within` draws every episode's classes from one alphabet; any other protocol
+    draws seeded episodes, refused up front when the split cannot give them."""
+    if split.episodes is not None:
+        return split.episodes, (int(split.episodes.shape[1]), 1, int(split.episodes.shape[2]) - 1)
+    by_group = protocol == "lake-within"
+    return sample_episodes(split, n_way, n_shot, n_query, n_episodes, seed, by_group=by_group), (n_way, n_shot, n_query)
+
+
 def sample_batch(split: Split, n_classes: int, n_per_class: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """One P x K training batch -> (indices [P*K], labels [P*K] in [0, P)), classes distinct."""
     table, counts = split.class_items()

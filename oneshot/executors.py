@@ -24,7 +24,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from . import lock
 from .errors import OneshotError
+from .runs import WAIT_S, run_one, run_path
 
 EXECUTORS = ("local", "ray", "slurm")
 POLL_S = 2.0  # how often the driver looks at Slurm jobs
@@ -86,8 +88,6 @@ def job(st, cfg, results: Path, runs_dir: Path, data_root, note: str, threads: i
     holds the run. Returns "trained" or "done" (finished meanwhile by another driver)."""
     import torch
 
-    from .runs import WAIT_S, run_one
-
     for folder in (results, runs_dir):
         _check_shared(Path(folder), note)
     if threads:
@@ -110,13 +110,11 @@ def execute(todo: list, opts: Options, results: Path, runs_dir: Path, data_root,
     if opts.executor == "local":
         import torch
 
-        from .runs import _run_all
-
         threads = torch.get_num_threads()
         if opts.cpus:  # threads per run, as on Ray and Slurm
             torch.set_num_threads(opts.cpus)
         try:
-            trained, others = _run_all(todo, results, runs_dir, data_root, progress, on_run)
+            trained, others = _local(todo, results, runs_dir, data_root, progress, on_run)
         finally:
             torch.set_num_threads(threads)
         return trained, others, []
@@ -133,6 +131,41 @@ def execute(todo: list, opts: Options, results: Path, runs_dir: Path, data_root,
     finally:
         for p in notes:
             p.unlink(missing_ok=True)
+
+
+def _local(todo: list, results: Path, runs_dir: Path, data_root, progress: bool,
+           on_run=None) -> tuple[int, int]:
+    """Run `todo` with `run_one`; runs held by other drivers are skipped, then waited for (and
+    trained here when their holder gives them up or dies). Returns (trained here, by others);
+    `on_run(trained)` after each run trained here."""
+    trained, others, held = 0, 0, []
+    for i, (st, cfg) in enumerate(todo, 1):
+        print(f"[{i}/{len(todo)}] {st.name}/{cfg.name} seed {cfg.seed}", flush=True)
+        status = run_one(st, cfg, results, runs_dir, data_root, progress)
+        trained, others = trained + (status == "trained"), others + (status == "done")
+        if status == "trained" and on_run is not None:
+            on_run(trained)
+        if status == "held":
+            held.append((st, cfg))
+            who = lock.holder(run_path(runs_dir, st, cfg)) or "just given back"
+            print(f"  held by another driver ({who}); skipped for now", flush=True)
+        elif status == "done":
+            print("  finished meanwhile by another driver", flush=True)
+    if held:
+        print(f"waiting for {len(held)} run{'s' if len(held) > 1 else ''} held by other drivers: "
+              + ", ".join(f"{st.name}/{cfg.name} seed {cfg.seed}" for st, cfg in held), flush=True)
+    while held:
+        time.sleep(WAIT_S)
+        still = []
+        for st, cfg in held:
+            status = run_one(st, cfg, results, runs_dir, data_root, progress)
+            trained, others = trained + (status == "trained"), others + (status == "done")
+            if status == "trained" and on_run is not None:
+                on_run(trained)
+            if status == "held":
+                still.append((st, cfg))
+        held = still
+    return trained, others
 
 
 class _Follow:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import records
 from .errors import OneshotError
 from .stats import crossed
 from .study import main_scoring
@@ -57,13 +58,9 @@ def has_margin(cfg: dict) -> bool:
     return cfg["loss"] in ("contrastive", "triplet")
 
 
-RECORDS = "*/*/seed*/*.json"
-BUDGET_RECORDS = "*/*/seed*/budget/*/*.json"
-
-
-def load_records(results: Path, pattern: str = RECORDS) -> pd.DataFrame:
+def load_records(results: Path, pattern: str = records.SCORES) -> pd.DataFrame:
     """Every score record under `results/records` as one row (per_episode kept as an array);
-    `pattern` BUDGET_RECORDS reads the scores of the runs' budget snapshots instead.
+    `pattern` records.BUDGETS reads the scores of the runs' budget snapshots instead.
 
     Tables are never written from an incomplete set: unreadable records (cut short, corrupt)
     raise an OneshotError naming every one of them."""
@@ -71,7 +68,7 @@ def load_records(results: Path, pattern: str = RECORDS) -> pd.DataFrame:
     if not (results / "records").is_dir():
         raise OneshotError(f"no records under {results}: expected {results / 'records'} "
                            "(made by `oneshot benchmark`)")
-    for path in sorted((results / "records").glob(pattern)):
+    for path in records.files(results, pattern):
         try:
             rows.append(_record_row(path))
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -80,7 +77,7 @@ def load_records(results: Path, pattern: str = RECORDS) -> pd.DataFrame:
         raise OneshotError(f"{len(bad)} unreadable record{'s' if len(bad) > 1 else ''} (cut short or corrupt), "
                            "so no table is written from an incomplete set:\n" + "".join(f"  {p}\n" for p in bad)
                            + "delete them and run `oneshot benchmark` again to recompute them")
-    if not rows and pattern == RECORDS:
+    if not rows and pattern == records.SCORES:
         raise OneshotError(f"no records under {results / 'records'} (made by `oneshot benchmark`)")
     return pd.DataFrame(rows)
 

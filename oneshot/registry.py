@@ -32,11 +32,12 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import torch
 from torch import nn
 
 from . import losses, pml
 from .config import Config
-from .encoders import Conv4, Koch, Pixels, ResNet12
+from .encoders import Conv4, Koch, Pixels, ResNet12, Siamese
 from .errors import ConfigError
 
 PATH_HINT = "'package.module:name' (your own code)"
@@ -229,3 +230,28 @@ def build_encoder(name: str, in_channels: int, image_size: int, params: dict | N
     if not isinstance(enc, nn.Module):
         raise ConfigError(f"encoder {name!r} built a {type(enc).__name__}, not an nn.Module")
     return enc
+
+
+# ---- the model of a run: its Siamese encoder and its loss ----
+
+def build_siamese(cfg: Config, in_channels: int) -> Siamese:
+    """The Siamese encoder of `cfg` (its `encoder` with `encoder_params`)."""
+    return Siamese(build_encoder(cfg.encoder, in_channels, cfg.image_size, cfg.encoder_params), cfg.normalize)
+
+
+def build_model(cfg: Config, in_channels: int, num_classes: int | None = None) -> tuple[Siamese, nn.Module]:
+    """The Siamese encoder of `cfg` and its loss: a module called as loss(emb, labels) -> scalar
+    that owns whatever the loss trains (Koch's head, class weights). Built in this order, so a
+    seeded RNG gives both the same initial weights every time. `num_classes`: the training
+    split's class count, for losses that need it (PML's ArcFace, ProxyAnchor, ...)."""
+    model = build_siamese(cfg, in_channels)
+    dim: list[int] = []
+
+    def embedding_size() -> int:  # measured once, only for a loss that needs it
+        if not dim:
+            with torch.no_grad():
+                dim.append(model.eval()(torch.zeros(2, in_channels, cfg.image_size, cfg.image_size)).shape[1])
+        return dim[0]
+
+    criterion = build_loss(cfg, LossContext(num_classes, embedding_size))
+    return model.train(), criterion

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import records
 from .provenance import atomic_write_text
 from .published import published_rows, published_value
 from .record_frames import (FAMILY_NAMES, _col, _main_view, configurations, family_name, load_records, recipe_run,
@@ -297,7 +298,7 @@ def _readme(results: Path, df: pd.DataFrame, conf: pd.DataFrame, budget_lines: l
              "from the records in `records/` (one JSON per run, protocol and setting, with config, seed, "
              "commit, versions, device, wall times and per-episode accuracies). Regenerate every table and "
              "plot from the records, byte for byte, with:", "", "    oneshot table results/ --out results/", ""]
-    for path in sorted((results / "records").glob("benchmark-*.json")):
+    for path in records.files(results, records.BENCHMARKS):
         b = json.loads(path.read_text())
         studies = sorted({r.split("/")[0] for r in b["runs"]})
         sub = df[df.study.isin(studies)]

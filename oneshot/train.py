@@ -1,4 +1,4 @@
-"""One plain training loop: P x K batches, a Siamese encoder, a loss, Adam with cosine decay.
+"""One plain training loop: P x K batches, a Siamese encoder, a loss, Adam with a cosine or step schedule.
 
 A run directory holds `config.json` (the full resolved config), `run.json` (seed, commit,
 versions, device, wall time, status), `curve.csv` (the training curve), `best.pt` (the best
@@ -11,10 +11,8 @@ the run trained again from step 0, which gives the same weights.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -25,6 +23,7 @@ from tqdm import tqdm
 
 from . import precision
 from .augment import augment
+from .checkpoint import checkpoint_or_none, copy_file, restore, save, snapshot_path
 from .config import Config, from_dict
 from .data import load_split
 from .split import Split
@@ -32,38 +31,11 @@ from .encoders import Siamese
 from .episodes import generator, sample_batch, sample_episodes
 from .errors import OneshotError
 from .evaluate import embed_split, score_episodes
-from .provenance import atomic_write, atomic_write_text, provenance
-from .registry import LossContext, build_encoder, build_loss
+from .provenance import atomic_write_text, provenance
+from .registry import LossContext, build_loss, build_model
 
 class TrainingError(OneshotError):
     """Training cannot go on (a NaN or infinite loss, an incompatible run directory)."""
-
-
-class CheckpointError(OneshotError):
-    """A checkpoint file cannot be read (cut short by an interrupted copy, overwritten)."""
-
-
-def build_siamese(cfg: Config, in_channels: int) -> Siamese:
-    """The Siamese encoder of `cfg` (its `encoder` with `encoder_params`, see oneshot.registry)."""
-    return Siamese(build_encoder(cfg.encoder, in_channels, cfg.image_size, cfg.encoder_params), cfg.normalize)
-
-
-def build_model(cfg: Config, in_channels: int, num_classes: int | None = None) -> tuple[Siamese, nn.Module]:
-    """The Siamese encoder of `cfg` and its loss: a module called as loss(emb, labels) -> scalar
-    that owns whatever the loss trains (Koch's head, class weights). Built in this order, so a
-    seeded RNG gives both the same initial weights every time. `num_classes`: the training
-    split's class count, for losses that need it (PML's ArcFace, ProxyAnchor, ...)."""
-    model = build_siamese(cfg, in_channels)
-    dim: list[int] = []
-
-    def embedding_size() -> int:  # measured once, only for a loss that needs it
-        if not dim:
-            with torch.no_grad():
-                dim.append(model.eval()(torch.zeros(2, in_channels, cfg.image_size, cfg.image_size)).shape[1])
-        return dim[0]
-
-    criterion = build_loss(cfg, LossContext(num_classes, embedding_size))
-    return model.train(), criterion
 
 
 def batch_loss(cfg: Config, emb: torch.Tensor, labels: torch.Tensor, criterion: nn.Module | None) -> torch.Tensor:
@@ -112,12 +84,6 @@ def step_loss(cfg: Config, split: Split, model: Siamese, criterion: nn.Module | 
     return batch_loss(cfg, emb.float(), labels.to(cfg.device, non_blocking=True), criterion), len(idx)
 
 
-def _save(path: Path, obj) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write(path, buf.getvalue())
-
-
 def validate(model: Siamese | None, cfg: Config, val: Split, episodes: torch.Tensor) -> float:
     """Mean accuracy of nearest support (euclidean) on the fixed validation episodes; with
     `model` None, of the raw pixels (the bar a run must clear not to count as collapsed)."""
@@ -130,54 +96,18 @@ def validate(model: Siamese | None, cfg: Config, val: Split, episodes: torch.Ten
     return float(score_episodes(emb, episodes, cfg.val_shots, "nearest-support", "euclidean").mean())
 
 
-def load_checkpoint(path: Path) -> dict:
-    """A checkpoint with every tensor on the CPU; `load_state_dict` then copies the model and
-    optimiser state to wherever their parameters live, and the generator state (which only a
-    CPU byte tensor may set) stays where it must be. A file that is not a checkpoint (cut short,
-    overwritten) raises CheckpointError naming it."""
-    try:
-        data = Path(path).read_bytes()  # a failing disk is an OSError here; a damaged file is not
-    except OSError as e:
-        raise OneshotError(f"cannot read {path}: [Errno {e.errno}] {e.strerror}") from e
-    try:
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
-    except Exception as e:  # torch reports a damaged file in many ways (zip, pickle, EOF, OSError)
-        raise CheckpointError(f"{path} is unreadable (cut short or corrupt: "
-                              f"{(str(e).strip().splitlines() or [type(e).__name__])[0].split('. ')[0]})") from e
-    if not isinstance(state, dict) or "model" not in state:
-        raise CheckpointError(f"{path} is unreadable (cut short or corrupt: not a checkpoint)")
-    return state
+@dataclasses.dataclass
+class Trained:
+    """What `train` trained: its run directory and its record (run.json: seed, commit, versions,
+    device, wall time, where it stopped, best validation accuracy; `curve`: curve.csv's text)."""
+
+    run_dir: Path
+    record: dict
 
 
-def _checkpoint_or_none(path: Path, name: str) -> dict | None:
-    """The checkpoint at `path`; None when there is none or it cannot be read. An unreadable one
-    is moved aside to `<file>.corrupt` (kept, not deleted) with a one-line warning."""
-    if not path.exists():
-        return None
-    try:
-        return load_checkpoint(path)
-    except CheckpointError as e:
-        aside = path.with_name(path.name + ".corrupt")
-        os.replace(path, aside)
-        print(f"oneshot: warning: {e}; moved it to {aside.name}, {name} trains again from step 0",
-              file=sys.stderr, flush=True)
-        return None
-
-
-def restore(state: dict, model: Siamese, criterion: nn.Module | None, opt, sched, g: torch.Generator) -> None:
-    """Put a `last.pt` state back into a model and optimiser on any device."""
-    model.load_state_dict(state["model"])
-    if criterion is not None and state.get("loss") is not None:
-        criterion.load_state_dict(state["loss"])
-    elif criterion is not None and state.get("head") is not None:  # written when Koch's head was apart
-        criterion.head.load_state_dict(state["head"])
-    opt.load_state_dict(state["opt"])
-    sched.load_state_dict(state["sched"])
-    g.set_state(state["rng"])
-
-
-def train(cfg: Config, out: str | Path, data_root=None, resume: bool = True, progress: bool = True) -> Path:
-    """Train `cfg` into run directory `out`; resume from `out/last.pt` when it matches.
+def train(cfg: Config, out: str | Path, data_root=None, resume: bool = True, progress: bool = True) -> Trained:
+    """Train `cfg` into run directory `out`; resume from `out/last.pt` when it matches. A run
+    found finished is not trained again: its record is read back.
 
     A run directory is the same run when its stored config has the same identity
     (`Config.identity`): it may be resumed or finished on another device."""
@@ -194,9 +124,9 @@ def train(cfg: Config, out: str | Path, data_root=None, resume: bool = True, pro
     atomic_write_text(cfg_path, json.dumps(cfg.to_dict(), indent=2))
     # A corrupt best.pt is set aside and the run trained again from step 0 (its last.pt unused),
     # so it ends with the weights a fresh run gives; a finished run needs a readable best.pt.
-    best_lost = resume and (out / "best.pt").exists() and _checkpoint_or_none(out / "best.pt", cfg.name) is None
+    best_lost = resume and (out / "best.pt").exists() and checkpoint_or_none(out / "best.pt", cfg.name) is None
     if resume and not best_lost and (out / "best.pt").exists() and _status(out) == "finished":
-        return out
+        return Trained(out, json.loads((out / "run.json").read_text()) | {"curve": (out / "curve.csv").read_text()})
 
     train_split = load_split(cfg.dataset, cfg.protocol, cfg.train_split, data_root, cfg.image_size).to(cfg.device)
     val_split = val_episodes = None
@@ -216,7 +146,7 @@ def train(cfg: Config, out: str | Path, data_root=None, resume: bool = True, pro
     g = generator(cfg.seed)
     start, best, best_step, waited, curve, elapsed = 0, -1.0, 0, 0, [], 0.0
     last = out / "last.pt"
-    state = _checkpoint_or_none(last, cfg.name) if resume and not best_lost else None
+    state = checkpoint_or_none(last, cfg.name) if resume and not best_lost else None
     if state is not None:
         restore(state, model, criterion, opt, sched, g)
         if scaler is not None and state.get("scaler"):
@@ -276,15 +206,15 @@ def train(cfg: Config, out: str | Path, data_root=None, resume: bool = True, pro
                                 "val/accuracy": acc})
         if acc > best or val_split is None:
             best, best_step, waited = acc, done, 0
-            _save(out / "best.pt", {"config": cfg.to_dict(), "model": model.state_dict(), "step": done,
+            save(out / "best.pt", {"config": cfg.to_dict(), "model": model.state_dict(), "step": done,
                                     "val_acc": acc, "in_channels": train_split.images.shape[1],
                                     "loss": criterion.state_dict()})
         else:
             waited += 1
         if done in snap_steps:
-            _copy(out / "best.pt", snapshot_path(out, snap_steps[done]))
+            copy_file(out / "best.pt", snapshot_path(out, snap_steps[done]))
         stopping = cfg.patience > 0 and waited >= cfg.patience
-        _save(last, {"model": model.state_dict(), "loss": criterion.state_dict(),
+        save(last, {"model": model.state_dict(), "loss": criterion.state_dict(),
                      "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": g.get_state(),
                      "scaler": scaler.state_dict() if scaler is not None else None,
                      "step": done, "best": best, "best_step": best_step, "waited": waited,
@@ -300,14 +230,14 @@ def train(cfg: Config, out: str | Path, data_root=None, resume: bool = True, pro
     stopped = curve[-1]["step"] if curve else cfg.steps
     for n in cfg.snapshot_images:  # stopped early before N images: capped at N, it would have stopped here too
         if n <= cfg.steps * cfg.batch_images and not snapshot_path(out, n).exists():
-            _copy(out / "best.pt", snapshot_path(out, n))
+            copy_file(out / "best.pt", snapshot_path(out, n))
     record.update(status="finished", wall_time_s=round(time.perf_counter() - t0, 1), best_val_acc=best,
                   steps=cfg.steps, stopped_step=stopped, stopped_early=stopped < cfg.steps,
                   images_seen=stopped * cfg.batch_images, best_step=best_step,
                   best_images=best_step * cfg.batch_images)
     atomic_write_text(out / "run.json", json.dumps(record, indent=2))
     last.unlink(missing_ok=True)
-    return out
+    return Trained(out, record | {"curve": _curve_text(curve)})
 
 
 _EVENTS_OFF_SAID = []
@@ -334,15 +264,6 @@ def _log(writer, step: int, values: dict) -> None:
             writer.add_scalar(tag, value, step)
 
 
-def snapshot_path(run_dir: Path, images: int) -> Path:
-    """The best checkpoint a run had kept when it had seen `images` training images."""
-    return Path(run_dir) / f"best@{images}.pt"
-
-
-def _copy(src: Path, dst: Path) -> None:
-    atomic_write(dst, src.read_bytes())
-
-
 def _status(out: Path) -> str | None:
     """The status in a run directory's run.json (None when it is missing or unreadable)."""
     try:
@@ -359,40 +280,11 @@ def stored_identity(path: Path) -> dict | None:
         return None
 
 
-def _write_curve(out: Path, curve: list[dict]) -> None:
+def _curve_text(curve: list[dict]) -> str:
     cols = ["step", "loss", "val_acc", "images_per_s", "lr"]
     lines = [",".join(cols)] + [",".join(f"{row[c]:.6g}" for c in cols) for row in curve]
-    atomic_write_text(out / "curve.csv", "\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
-def load_encoder(run_dir: str | Path, device: str = "cpu", checkpoint: str = "best.pt") -> tuple[Siamese, Config]:
-    """The best checkpoint of a run directory (or another `checkpoint` of it, e.g. a snapshot
-    `best@N.pt`) -> (encoder in eval mode, its config). The encoder is rebuilt from the stored
-    config (`encoder`, `encoder_params`: a user's class is imported again); the loss is not
-    needed and not built."""
-    path = Path(run_dir) / checkpoint
-    if not path.exists():
-        raise OneshotError(f"no trained encoder in {run_dir}: {path.name} is missing "
-                           f"(train one with: oneshot train --config ... --out {run_dir})")
-    try:
-        state = load_checkpoint(path)
-    except CheckpointError as e:
-        raise CheckpointError(f"{e}; train it again with: oneshot train --config ... --out {run_dir}") from e
-    cfg = from_dict(state["config"])
-    model = build_siamese(cfg, state["in_channels"])
-    model.load_state_dict(state["model"])
-    return model.to(device).eval(), cfg
-
-
-def load_koch_head(run_dir: str | Path, dim: int) -> nn.Module:
-    """The similarity head a Koch run trained beside its encoder (from `best.pt`), in eval mode:
-    head.similarity(e1 [n, dim], e2 [n, dim]) -> [n]."""
-    from .losses import KochLoss
-
-    state = load_checkpoint(Path(run_dir) / "best.pt")
-    if state["config"]["loss"] != "koch" or state.get("loss") is None:
-        raise OneshotError(f"{run_dir} was trained with loss {state['config']['loss']!r}, not 'koch': "
-                           "it has no Koch head")
-    loss = KochLoss(dim)
-    loss.load_state_dict(state["loss"])
-    return loss.head.eval()
+def _write_curve(out: Path, curve: list[dict]) -> None:
+    atomic_write_text(out / "curve.csv", _curve_text(curve))

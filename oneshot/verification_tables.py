@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import records
 from .errors import OneshotError
 
 METRICS = [("roc_auc", "ROC AUC %", True), ("eer", "EER %", False),
@@ -29,7 +30,7 @@ def load_verification(results: Path) -> pd.DataFrame:
     """One row per (study, run, seed, protocol, scorer) with each metric's value and bootstrap se,
     and the ROC (true accept rates at the record's false accept rates). Empty if none."""
     rows, bad = [], []
-    for path in sorted((results / "records").glob("*/*/seed*/verification/*.json")):
+    for path in records.files(results, records.VERIFICATION):
         try:
             r = json.loads(path.read_text())
             tr = r["train"]

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from oneshot import benchmark as bm
-from oneshot import runs
+from oneshot import records, runs
 from oneshot import study as study_mod
 from oneshot.cli import main
 from oneshot.errors import OneshotError
@@ -275,12 +275,12 @@ def test_device_and_layout_are_provenance_not_identity(small_omniglot, tmp_path,
     results = tmp_path / "results"
     for st in studies:
         for cfg in st.runs:
-            assert runs._run_done(results, st, cfg)
+            assert records.run_done(results, st, cfg)
             # finishing a CPU study on a GPU (or in another memory layout) trains nothing again
-            assert runs._run_done(results, st, cfg.with_overrides(["device=cuda", "channels_last=false"]))
+            assert records.run_done(results, st, cfg.with_overrides(["device=cuda", "channels_last=false"]))
             # what changes the numbers does count
-            assert not runs._run_done(results, st, cfg.with_overrides(["precision=bf16"]))
-            assert not runs._run_done(results, st, cfg.with_overrides(["lr=0.01"]))
+            assert not records.run_done(results, st, cfg.with_overrides(["precision=bf16"]))
+            assert not records.run_done(results, st, cfg.with_overrides(["lr=0.01"]))
 
 
 @pytest.mark.parametrize("edit, message", [

@@ -74,7 +74,7 @@ def cut_in_half(path):
 # 1. Corrupt checkpoints
 
 def test_a_half_last_pt_is_set_aside_and_the_run_restarts_from_step_0(small_omniglot, tmp_path, monkeypatch, capsys):
-    fresh = train(Config(**TINY), tmp_path / "fresh", small_omniglot, progress=False)
+    fresh = train(Config(**TINY), tmp_path / "fresh", small_omniglot, progress=False).run_dir
     real_curve = train_mod._write_curve
     monkeypatch.setattr(train_mod, "_write_curve", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):  # killed right after the checkpoints of step 2
@@ -94,7 +94,7 @@ def test_a_half_last_pt_is_set_aside_and_the_run_restarts_from_step_0(small_omni
 
 
 def test_a_corrupt_best_pt_makes_a_finished_run_train_again(small_omniglot, tmp_path, monkeypatch, capsys):
-    out = train(Config(**TINY), tmp_path / "r", small_omniglot, progress=False)
+    out = train(Config(**TINY), tmp_path / "r", small_omniglot, progress=False).run_dir
     (tmp_path / "fresh.pt").write_bytes((out / "best.pt").read_bytes())
     cut_in_half(out / "best.pt")
     capsys.readouterr()
@@ -110,7 +110,7 @@ def test_a_corrupt_best_pt_makes_a_finished_run_train_again(small_omniglot, tmp_
 def test_eval_of_a_corrupt_best_pt_is_one_line_naming_it(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
-    train_mod._save(run / "best.pt", {"model": {"w": torch.zeros(100, 100)}, "config": {}})
+    train_mod.save(run / "best.pt", {"model": {"w": torch.zeros(100, 100)}, "config": {}})
     cut_in_half(run / "best.pt")
     assert main(["eval", "--encoder", str(run), "--data-root", str(tmp_path)]) == 2
     err = capsys.readouterr().err
@@ -268,7 +268,7 @@ def test_a_full_disk_leaves_no_partial_file(tmp_path, full_disk):
     full_disk()
     for name, write in [
         ("record.json", lambda p: provenance.atomic_write_text(p, '{"new": 1}')),
-        ("last.pt", lambda p: train_mod._save(p, {"model": {"w": torch.ones(50)}})),
+        ("last.pt", lambda p: train_mod.save(p, {"model": {"w": torch.ones(50)}})),
         ("plot.png", lambda p: plots._savefig(plots._pyplot().subplots()[0], p)),
     ]:
         folder = tmp_path / name

@@ -95,6 +95,8 @@ seeds = [3, 4]
 name = "s"
 [study.base]
 steps = 5
+[study.eval]
+settings = [[5, 1, 5]]
 [[study.runs]]
 name = "koch"
 loss = "koch"

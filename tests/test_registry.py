@@ -17,7 +17,8 @@ from oneshot.episodes import generator, sample_batch
 from oneshot.errors import ConfigError, OneshotError
 from oneshot.losses import FunctionLoss, KochLoss, triplet
 from oneshot.registry import build_encoder, build_loss, import_object
-from oneshot.train import build_model, load_encoder, step_loss, train
+from oneshot.checkpoint import load_encoder
+from oneshot.train import build_model, step_loss, train
 
 TINY = dict(steps=4, val_every=2, batch_classes=4, batch_shots=4, val_ways=3, val_queries=2,
             val_episodes=10)
@@ -111,16 +112,16 @@ def test_the_trainer_reads_the_registry(small_omniglot, tmp_path, monkeypatch):
         return FunctionLoss(lambda emb, labels: 0.5 * triplet(emb, labels, cfg.margin))
 
     monkeypatch.setitem(registry.LOSSES, "half-triplet", halved)
-    out = train(Config(loss="half-triplet", **TINY), tmp_path / "r", small_omniglot, progress=False)
+    out = train(Config(loss="half-triplet", **TINY), tmp_path / "r", small_omniglot, progress=False).run_dir
     assert json.loads((out / "run.json").read_text())["status"] == "finished" and calls
 
 
 def test_a_loss_that_owns_parameters_is_trained_saved_and_resumed(small_omniglot, tmp_path, monkeypatch):
     cfg = Config(loss="koch", normalize=False, **TINY)
     saved = {}
-    real_save = train_mod._save
-    monkeypatch.setattr(train_mod, "_save", lambda path, obj: (saved.__setitem__(path.name, obj), real_save(path, obj)))
-    out = train(cfg, tmp_path / "koch", small_omniglot, progress=False)
+    real_save = train_mod.save
+    monkeypatch.setattr(train_mod, "save", lambda path, obj: (saved.__setitem__(path.name, obj), real_save(path, obj)))
+    out = train(cfg, tmp_path / "koch", small_omniglot, progress=False).run_dir
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
         _, fresh = build_model(cfg, 1)

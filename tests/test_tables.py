@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from oneshot import record_frames, runs, tables
+from oneshot import record_frames, records, tables
 from oneshot.config import Config
 
 STUDY, PROTOCOL, EPISODES = "grid", "vinyals", 200
@@ -74,7 +74,7 @@ def make_record(run, keys, val_acc, ways, shots, queries, acc, classifier="neare
 def record_file(results: Path, run: str, ways: int, shots: int, classifier="nearest-support",
                 distance="euclidean") -> Path:
     """Where the benchmark keeps this record (one seed per configuration here)."""
-    path = runs.record_path(results, STUDY, Config(name=run, **RUNS[run][0]), PROTOCOL, ways, shots,
+    path = records.record_path(results, STUDY, Config(name=run, **RUNS[run][0]), PROTOCOL, ways, shots,
                                  classifier, distance)
     path.parent.mkdir(parents=True, exist_ok=True)
     return path

@@ -15,7 +15,8 @@ from oneshot.cli import main
 from oneshot.config import Config, load_config
 from oneshot.errors import OneshotError
 from oneshot.episodes import generator
-from oneshot.train import TrainingError, build_model, load_encoder, train
+from oneshot.checkpoint import load_checkpoint, load_encoder
+from oneshot.train import TrainingError, build_model, train
 
 TINY = dict(steps=6, val_every=3, batch_classes=4, batch_shots=4, val_ways=3, val_queries=2,
             val_episodes=10, lr=1e-3)
@@ -61,7 +62,7 @@ def test_every_loss_trains_moves_the_weights_and_lowers_the_loss(small_omniglot,
     monkeypatch.setattr(train_mod, "sample_batch", lambda split, p, k, g: real(split, p, k, generator(123)))
     # (Koch's head learns slowly on L2-normalised embeddings, whose differences are tiny)
     cfg = tiny(loss=loss, steps=12, val_every=6, normalize=loss != "koch")
-    out = train(cfg, tmp_path / loss, small_omniglot, progress=False)
+    out = train(cfg, tmp_path / loss, small_omniglot, progress=False).run_dir
     run = json.loads((out / "run.json").read_text())
     assert run["status"] == "finished" and run["steps"] == 12
     for key in ("seed", "commit", "versions", "device", "wall_time_s"):
@@ -95,7 +96,7 @@ def test_every_loss_trains_moves_the_weights_and_lowers_the_loss(small_omniglot,
 
 
 def test_interrupted_run_resumes_to_the_same_model(small_omniglot, tmp_path, monkeypatch):
-    straight = train(tiny(), tmp_path / "straight", small_omniglot, progress=False)
+    straight = train(tiny(), tmp_path / "straight", small_omniglot, progress=False).run_dir
     interrupt_at_step_5(tmp_path / "resumed", small_omniglot, monkeypatch)
     assert (tmp_path / "resumed" / "last.pt").exists()
     assert json.loads((tmp_path / "resumed" / "run.json").read_text())["status"] == "running"
@@ -163,7 +164,7 @@ def test_train_then_eval_from_the_command_line(small_omniglot, tmp_path, capsys)
 
 
 def test_training_without_a_validation_split_keeps_the_last_checkpoint(small_omniglot, tmp_path):
-    out = train(tiny(protocol="lake", val_split="none"), tmp_path / "lake", small_omniglot, progress=False)
+    out = train(tiny(protocol="lake", val_split="none"), tmp_path / "lake", small_omniglot, progress=False).run_dir
     best = torch.load(out / "best.pt", weights_only=False)
     assert best["step"] == 6
     assert (out / "curve.csv").read_text().splitlines()[-1].split(",")[2] == "nan"
@@ -175,7 +176,7 @@ def test_a_checkpoint_restores_onto_any_device(small_omniglot, tmp_path, monkeyp
     CPU and mapped onto a model and optimiser living elsewhere (here the meta device); the
     generator state, which only a CPU byte tensor may set, stays on the CPU."""
     interrupt_at_step_5(tmp_path / "r", small_omniglot, monkeypatch)
-    state = train_mod.load_checkpoint(tmp_path / "r" / "last.pt")
+    state = load_checkpoint(tmp_path / "r" / "last.pt")
     tensors = [state["rng"], *state["model"].values()] + [
         v for s in state["opt"]["state"].values() for v in s.values() if torch.is_tensor(v)]
     assert all(t.device.type == "cpu" for t in tensors)
@@ -196,7 +197,7 @@ def test_a_checkpoint_restores_onto_any_device(small_omniglot, tmp_path, monkeyp
 
 
 def test_a_run_may_be_finished_on_another_device_or_layout(small_omniglot, tmp_path):
-    out = train(tiny(), tmp_path / "r", small_omniglot, progress=False)
+    out = train(tiny(), tmp_path / "r", small_omniglot, progress=False).run_dir
     before = (out / "best.pt").read_bytes()
     train(tiny(channels_last=False), out, small_omniglot, progress=False)  # not "a different config"
     assert (out / "best.pt").read_bytes() == before, "a finished run is not trained again"
@@ -241,7 +242,7 @@ def test_step_schedule_halves_every_n_steps_and_cosine_stays_the_default():
 def test_early_stopping_stops_after_patience_validations_without_a_new_best(small_omniglot, tmp_path, monkeypatch):
     accs = iter([0.5, 0.6, 0.55, 0.58, 0.9, 0.95])  # best at the 2nd validation, then 2 without gain
     monkeypatch.setattr(train_mod, "validate", lambda model, *a: 0.1 if model is None else next(accs))
-    out = train(tiny(steps=12, val_every=2, patience=2), tmp_path / "run", small_omniglot, progress=False)
+    out = train(tiny(steps=12, val_every=2, patience=2), tmp_path / "run", small_omniglot, progress=False).run_dir
     rec = json.loads((out / "run.json").read_text())
     assert (rec["stopped_step"], rec["stopped_early"], rec["best_step"]) == (8, True, 4)
     assert rec["images_seen"] == 8 * 16 and rec["best_images"] == 4 * 16 and rec["best_val_acc"] == 0.6
@@ -252,8 +253,10 @@ def test_early_stopping_stops_after_patience_validations_without_a_new_best(smal
 def test_patience_zero_trains_every_step(small_omniglot, tmp_path, monkeypatch):
     accs = iter([0.9, 0.1, 0.1, 0.1])
     monkeypatch.setattr(train_mod, "validate", lambda model, *a: 0.1 if model is None else next(accs))
-    rec = json.loads((train(tiny(steps=8, val_every=2), tmp_path / "run", small_omniglot, progress=False)
-                      / "run.json").read_text())
+    trained = train(tiny(steps=8, val_every=2), tmp_path / "run", small_omniglot, progress=False)
+    rec = json.loads((trained.run_dir / "run.json").read_text())
+    assert {k: v for k, v in trained.record.items() if k != "curve"} == rec  # train returns what it wrote
+    assert trained.record["curve"] == (trained.run_dir / "curve.csv").read_text()
     assert (rec["stopped_step"], rec["stopped_early"], rec["best_step"]) == (8, False, 2)
 
 
@@ -273,7 +276,7 @@ def test_a_run_stopped_early_and_killed_before_it_finished_does_not_train_on(sma
         with pytest.raises(KeyboardInterrupt):
             train(cfg, tmp_path / "run", small_omniglot, progress=False)
     monkeypatch.setattr(train_mod, "step_loss", lambda *a: pytest.fail("a stopped run trained again"))
-    rec = json.loads((train(cfg, tmp_path / "run", small_omniglot, progress=False) / "run.json").read_text())
+    rec = json.loads((train(cfg, tmp_path / "run", small_omniglot, progress=False).run_dir / "run.json").read_text())
     assert (rec["status"], rec["stopped_step"], rec["best_step"]) == ("finished", 4, 2)
 
 
@@ -283,7 +286,7 @@ def test_snapshots_keep_the_best_checkpoint_at_each_budget(small_omniglot, tmp_p
     accs = iter([0.5, 0.7, 0.6, 0.65, 0.66])
     monkeypatch.setattr(train_mod, "validate", lambda model, *a: 0.1 if model is None else next(accs))
     out = train(tiny(steps=8, val_every=4, snapshot_images=[40, 112, 400]), tmp_path / "run", small_omniglot,
-                progress=False)
+                progress=False).run_dir
     steps = [int(r["step"]) for r in csv.DictReader(io.StringIO((out / "curve.csv").read_text()))]
     assert steps == [3, 4, 7, 8]
     snap = {n: torch.load(out / f"best@{n}.pt", weights_only=False) for n in (40, 112)}
@@ -296,7 +299,7 @@ def test_a_snapshot_after_an_early_stop_is_the_final_best(small_omniglot, tmp_pa
     accs = iter([0.5, 0.4, 0.3])
     monkeypatch.setattr(train_mod, "validate", lambda model, *a: 0.1 if model is None else next(accs))
     out = train(tiny(steps=12, val_every=2, patience=2, snapshot_images=[160]), tmp_path / "run", small_omniglot,
-                progress=False)
+                progress=False).run_dir
     assert json.loads((out / "run.json").read_text())["stopped_step"] == 6
     assert torch.load(out / "best@160.pt", weights_only=False)["step"] == 2
 
@@ -305,7 +308,7 @@ def test_tensorboard_events_hold_the_curve(small_omniglot, tmp_path):
     pytest.importorskip("tensorboard", reason="tensorboard is not installed (make install installs it)")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    out = train(tiny(steps=40, val_every=20), tmp_path / "run", small_omniglot, progress=False)
+    out = train(tiny(steps=40, val_every=20), tmp_path / "run", small_omniglot, progress=False).run_dir
     ev = EventAccumulator(str(out / "tb"))
     ev.Reload()
     assert {"train/loss", "train/lr", "train/images_per_s", "val/accuracy"} <= set(ev.Tags()["scalars"])

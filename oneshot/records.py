@@ -1,0 +1,124 @@
+"""The records of a study: where they live, what a record holds, and which runs they finish.
+
+A run (one configuration and seed of a study) writes under `results/records/<study>/<configuration>/seed<k>/`:
+- `<protocol>-<W>w<S>s-<classifier>-<distance>.json`: its accuracy on every test episode of a
+  setting, the config, the training record and provenance (`score_record`);
+- `budget/<N>/<...>.json`: the same for its best checkpoint at N training images (snapshots);
+- `verification/<protocol>.json`: its verification scores.
+`results/records/benchmark-<preset>.json` says how a preset was last run. Records are written
+atomically; readers find them with the glob patterns below. VERSION 2 records carry "version";
+records without one (version 1) hold the same fields, their configs read through
+`config.from_dict`, which fills keys added since with the defaults that reproduce them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .config import Config, from_dict
+from .errors import OneshotError
+from .provenance import atomic_write_text, provenance
+from .stats import summarize
+from .study import Study, main_scoring, settings
+
+VERSION = 2
+SCORES = "*/*/seed*/*.json"
+BUDGETS = "*/*/seed*/budget/*/*.json"
+VERIFICATION = "*/*/seed*/verification/*.json"
+BENCHMARKS = "benchmark-*.json"
+
+
+def benchmark_path(results: Path, preset: str) -> Path:
+    """Where the record of a preset's last `oneshot benchmark` is kept."""
+    return Path(results) / "records" / f"benchmark-{preset}.json"
+
+
+def files(results: Path, pattern: str) -> list[Path]:
+    """The record files of `results` that match one of the patterns above, in sorted order."""
+    return sorted((Path(results) / "records").glob(pattern))
+
+
+def write(path: Path, record: dict) -> None:
+    """Write one record, atomically."""
+    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+
+
+def record_path(results: Path, study: str, cfg: Config, protocol: str, ways: int, shots: int,
+                classifier: str, distance: str) -> Path:
+    """Where the score of one run (configuration and seed) on one setting is kept."""
+    return (results / "records" / study / cfg.name / f"seed{cfg.seed}"
+            / f"{protocol}-{ways}w{shots}s-{classifier}-{distance}.json")
+
+
+def verification_path(results: Path, study: str, cfg: Config, protocol: str) -> Path:
+    """Where the verification scores of one run on one protocol are kept."""
+    return results / "records" / study / cfg.name / f"seed{cfg.seed}" / "verification" / f"{protocol}.json"
+
+
+def budget_path(results: Path, study: str, cfg: Config, images: int, protocol: str, ways: int, shots: int,
+                classifier: str, distance: str) -> Path:
+    """Where the score of a run's snapshot at `images` training images (`snapshot_images`) is kept."""
+    return (results / "records" / study / cfg.name / f"seed{cfg.seed}" / "budget" / str(images)
+            / f"{protocol}-{ways}w{shots}s-{classifier}-{distance}.json")
+
+
+def run_done(results: Path, st: Study, cfg: Config) -> bool:
+    """Whether every record a run of `st` owes is there and made for `cfg` (`valid_record`)."""
+    paths = record_paths(results, st, cfg)
+    return all(valid_record(p, cfg) for p in paths)
+
+
+def record_paths(results: Path, st: Study, cfg: Config) -> list[Path]:
+    """Every score record a run of `st` writes: each protocol, setting, classifier and distance,
+    and each snapshot budget at the main classifier and distance."""
+    clf, dist = main_scoring(st.eval)
+    return [record_path(results, st.name, cfg, proto, w, s, c, d)
+            for proto in st.eval["protocols"] for (w, s, _) in settings_for(st, proto)
+            for c in st.eval["classifiers"] for d in st.eval["distances"]] + [
+            budget_path(results, st.name, cfg, n, proto, w, s, clf, dist)
+            for n in snapshots(cfg) for proto in st.eval["protocols"] for (w, s, _) in settings_for(st, proto)]
+
+
+def snapshots(cfg: Config) -> list[int]:
+    """The snapshot budgets a run keeps (those below its cap of steps x batch images)."""
+    return [n for n in cfg.snapshot_images if n <= cfg.steps * cfg.batch_images]
+
+
+def settings_for(st: Study, protocol: str) -> list[tuple[int, int, int]]:
+    """(ways, shots, queries) a protocol is scored on: Lake's 20 runs are their fixed 20-way 1-shot task."""
+    return [(20, 1, 1)] if protocol == "lake-20runs" else settings(st.eval)
+
+
+def valid_record(path: Path, cfg: Config) -> bool:
+    """A record counts for `cfg` when its config has the same identity (device and memory
+    layout are provenance: a study may be finished on another device)."""
+    try:
+        return from_dict(json.loads(path.read_text())["config"]).identity() == cfg.identity()
+    except (OSError, ValueError, KeyError, OneshotError):
+        return False
+
+
+def unreadable_record(path: Path) -> bool:
+    """A record file that is there but cannot be read (cut short, corrupt)."""
+    try:
+        return not isinstance(json.loads(path.read_text()).get("config"), dict)
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError, AttributeError):
+        return True
+
+
+def score_record(st: Study, cfg: Config, protocol: str, ways: int, shots: int, queries: int, clf: str, dist: str,
+                  acc, train_record: dict, embed_s: float, score_s: float) -> dict:
+    """The record of one run's accuracies `acc` [E] on one setting (VERSION of the layout)."""
+    return {
+        "version": VERSION, "study": st.name, "run": cfg.name, "seed": cfg.seed, "dataset": cfg.dataset, "protocol": protocol,
+        "split": "test", "ways": ways, "shots": shots, "queries": queries,
+        "episode_seed": st.eval["seed"], "classifier": clf, "distance": dist,
+        "study_eval": st.eval,
+        **summarize(acc.numpy()),
+        "per_episode": [round(a, 6) for a in acc.tolist()],
+        "config": cfg.to_dict(), "train": train_record,
+        "eval": {"embed_s": round(embed_s, 2), "score_s": round(score_s, 3), **provenance(cfg.device)},
+    }
