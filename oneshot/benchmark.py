@@ -60,7 +60,7 @@ def plan(studies: list[Study], results: Path, data_root) -> list[tuple[Study, Co
                    cfg.precision, cfg.augment)
             if key not in rates:
                 rates[key] = _measure_rate(cfg, data_root)
-            images = cfg.steps * cfg.batch_classes * cfg.batch_shots
+            images = cfg.steps * cfg.batch_images
             todo.append((st, cfg, images / rates[key] * 1.1))  # ~10% for validation and testing
     total = sum(t for *_, t in todo)
     n_all = sum(len(st.runs) for st in studies)

@@ -82,6 +82,11 @@ class Config:
         """Images in one training batch: P x K."""
         return self.batch_classes * self.batch_shots
 
+    @property
+    def snapshot_budgets(self) -> list[int]:
+        """The `snapshot_images` a run keeps: those within its cap of steps x batch images."""
+        return [n for n in self.snapshot_images if n <= self.steps * self.batch_images]
+
     def lr_factor(self, step: int) -> float:
         """The learning rate at `step` as a fraction of `lr`, under `schedule`."""
         if self.schedule == "step":

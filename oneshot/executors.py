@@ -138,13 +138,19 @@ def _local(todo: list, results: Path, runs_dir: Path, data_root, progress: bool,
     """Run `todo` with `run_one`; runs held by other drivers are skipped, then waited for (and
     trained here when their holder gives them up or dies). Returns (trained here, by others);
     `on_run(trained)` after each run trained here."""
-    trained, others, held = 0, 0, []
+    counts = {"trained": 0, "done": 0, "held": 0}
+
+    def attempt(st, cfg) -> str:
+        status = run_one(st, cfg, results, runs_dir, data_root, progress)
+        counts[status] += 1
+        if status == "trained" and on_run is not None:
+            on_run(counts["trained"])
+        return status
+
+    held = []
     for i, (st, cfg) in enumerate(todo, 1):
         print(f"[{i}/{len(todo)}] {st.name}/{cfg.name} seed {cfg.seed}", flush=True)
-        status = run_one(st, cfg, results, runs_dir, data_root, progress)
-        trained, others = trained + (status == "trained"), others + (status == "done")
-        if status == "trained" and on_run is not None:
-            on_run(trained)
+        status = attempt(st, cfg)
         if status == "held":
             held.append((st, cfg))
             who = lock.holder(run_path(runs_dir, st, cfg)) or "just given back"
@@ -156,16 +162,8 @@ def _local(todo: list, results: Path, runs_dir: Path, data_root, progress: bool,
               + ", ".join(f"{st.name}/{cfg.name} seed {cfg.seed}" for st, cfg in held), flush=True)
     while held:
         time.sleep(WAIT_S)
-        still = []
-        for st, cfg in held:
-            status = run_one(st, cfg, results, runs_dir, data_root, progress)
-            trained, others = trained + (status == "trained"), others + (status == "done")
-            if status == "trained" and on_run is not None:
-                on_run(trained)
-            if status == "held":
-                still.append((st, cfg))
-        held = still
-    return trained, others
+        held = [(st, cfg) for st, cfg in held if attempt(st, cfg) == "held"]
+    return counts["trained"], counts["done"]
 
 
 class _Follow:

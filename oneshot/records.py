@@ -77,12 +77,7 @@ def record_paths(results: Path, st: Study, cfg: Config) -> list[Path]:
             for proto in st.eval["protocols"] for (w, s, _) in settings_for(st, proto)
             for c in st.eval["classifiers"] for d in st.eval["distances"]] + [
             budget_path(results, st.name, cfg, n, proto, w, s, clf, dist)
-            for n in snapshots(cfg) for proto in st.eval["protocols"] for (w, s, _) in settings_for(st, proto)]
-
-
-def snapshots(cfg: Config) -> list[int]:
-    """The snapshot budgets a run keeps (those below its cap of steps x batch images)."""
-    return [n for n in cfg.snapshot_images if n <= cfg.steps * cfg.batch_images]
+            for n in cfg.snapshot_budgets for proto in st.eval["protocols"] for (w, s, _) in settings_for(st, proto)]
 
 
 def settings_for(st: Study, protocol: str) -> list[tuple[int, int, int]]:

@@ -18,7 +18,7 @@ from .episodes import test_episodes
 from .errors import OneshotError
 from .evaluate import embed_split, score_episodes
 from .provenance import provenance
-from .records import budget_path, record_path, run_done, score_record, snapshots, settings_for, verification_path, write
+from .records import budget_path, record_path, run_done, score_record, settings_for, verification_path, write
 from .study import Study, main_scoring
 from .verification import PAIRS, pair_scores, sample_pairs, sklearn_metrics, verification_metrics
 
@@ -30,7 +30,7 @@ def evaluate_run(st: Study, cfg: Config, run_dir: Path, results: Path, data_root
     its snapshots (`snapshot_images`) is scored too, by the study's main classifier and distance."""
     from .checkpoint import load_encoder, snapshot_path
 
-    snaps = [(n, load_encoder(run_dir, cfg.device, snapshot_path(run_dir, n).name)[0]) for n in snapshots(cfg)]
+    snaps = [(n, load_encoder(run_dir, cfg.device, snapshot_path(run_dir, n).name)[0]) for n in cfg.snapshot_budgets]
     model, _ = load_encoder(run_dir, cfg.device)
     for protocol in st.eval["protocols"]:
         split = load_split(cfg.dataset, protocol, "test", data_root, cfg.image_size)

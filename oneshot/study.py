@@ -156,10 +156,13 @@ def _check_eval(ev: dict, where: str, run_names: list[str]) -> None:
     if "settings" not in ev:
         raise OneshotError(f"{where}: settings is required, e.g. settings = [[5, 1, 15], [20, 1, 5]] "
                            "(ways, shots, queries per class)")
-    bad = [x for x in ev["settings"] if not (isinstance(x, list) and len(x) == 3 and all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in x) and x[0] >= 2)] \
-        if isinstance(ev["settings"], list) and (ev["settings"] or set(ev["protocols"]) == {"lake-20runs"}) \
-        else [ev["settings"]]
+    def valid(x) -> bool:  # [ways >= 2, shots >= 1, queries >= 1]
+        return (isinstance(x, list) and len(x) == 3
+                and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in x) and x[0] >= 2)
+
+    listed = ev["settings"]
+    may_be_empty = set(ev["protocols"]) == {"lake-20runs"}
+    bad = [x for x in listed if not valid(x)] if isinstance(listed, list) and (listed or may_be_empty) else [listed]
     if bad:
         raise OneshotError(f"{where}: settings must be a non-empty list of [ways >= 2, shots >= 1, queries >= 1], "
                            f"got {bad[0]!r}")

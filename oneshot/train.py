@@ -157,7 +157,7 @@ def train(cfg: Config, out: str | Path, data_root=None, resume: bool = True, pro
             start = cfg.steps
     # a snapshot at N images: the first step whose batch reaches N images seen validates, and the
     # best checkpoint so far is kept as `best@N.pt` (what a run capped at N images would keep)
-    snap_steps = {-(-n // cfg.batch_images): n for n in cfg.snapshot_images if n <= cfg.steps * cfg.batch_images}
+    snap_steps = {-(-n // cfg.batch_images): n for n in cfg.snapshot_budgets}
 
     record = {"status": "running", "seed": cfg.seed, "precision": cfg.precision, **provenance(cfg.device),
               "pixels_val_acc": validate(None, cfg, val_split, val_episodes) if val_split is not None else math.nan}
@@ -192,18 +192,16 @@ def train(cfg: Config, out: str | Path, data_root=None, resume: bool = True, pro
                                 "stopping (try a lower lr or a normalised embedding). Resuming restarts "
                                 "from the last validation point.")
         rate = window_imgs / (time.perf_counter() - window_t)
+        if events is not None:
+            _log(events, done, {"train/loss": mean_loss, "train/images_per_s": rate, "train/lr": sched.get_last_lr()[0]})
         if not validating:
             bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{rate:.0f}")
-            if events is not None:
-                _log(events, done, {"train/loss": mean_loss, "train/images_per_s": rate,
-                                    "train/lr": sched.get_last_lr()[0]})
             continue
         acc = validate(model, cfg, val_split, val_episodes) if val_split is not None else math.nan
         curve.append({"step": done, "loss": mean_loss, "val_acc": acc, "images_per_s": rate,
                       "lr": sched.get_last_lr()[0]})
         if events is not None:
-            _log(events, done, {"train/loss": mean_loss, "train/images_per_s": rate, "train/lr": curve[-1]["lr"],
-                                "val/accuracy": acc})
+            _log(events, done, {"val/accuracy": acc})
         if acc > best or val_split is None:
             best, best_step, waited = acc, done, 0
             save(out / "best.pt", {"config": cfg.to_dict(), "model": model.state_dict(), "step": done,
@@ -228,8 +226,8 @@ def train(cfg: Config, out: str | Path, data_root=None, resume: bool = True, pro
     if events is not None:
         events.close()
     stopped = curve[-1]["step"] if curve else cfg.steps
-    for n in cfg.snapshot_images:  # stopped early before N images: capped at N, it would have stopped here too
-        if n <= cfg.steps * cfg.batch_images and not snapshot_path(out, n).exists():
+    for n in cfg.snapshot_budgets:  # stopped early before N images: capped at N, it would have stopped here too
+        if not snapshot_path(out, n).exists():
             copy_file(out / "best.pt", snapshot_path(out, n))
     record.update(status="finished", wall_time_s=round(time.perf_counter() - t0, 1), best_val_acc=best,
                   steps=cfg.steps, stopped_step=stopped, stopped_early=stopped < cfg.steps,
