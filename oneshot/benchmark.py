@@ -62,6 +62,7 @@ def plan(studies: list[Study], results: Path, data_root) -> list[tuple[Study, Co
                 rates[key] = _measure_rate(cfg, data_root)
             images = cfg.steps * cfg.batch_images
             todo.append((st, cfg, images / rates[key] * 1.1))  # ~10% for validation and testing
+    todo.sort(key=lambda t: t[1].seed)  # seed-major: a sweep stopped early has every configuration at its first seeds
     total = sum(t for *_, t in todo)
     n_all = sum(len(st.runs) for st in studies)
     print(f"plan: {len(todo)} of {n_all} runs to do, about {total / 60:.0f} min = {total / 3600:.1f} device-hours "

@@ -138,6 +138,14 @@ def test_dry_run_names_workers_and_wall_time(study, tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
 
 
+def test_the_plan_runs_every_configuration_at_a_seed_before_the_next_seed(study, tmp_path, capsys):
+    preset, root = study
+    (tmp_path / "s.toml").write_text("seeds = [0, 1]\n" + Path(preset).read_text())
+    bm.run_benchmark(str(tmp_path / "s.toml"), tmp_path / "r", root, runs_dir=tmp_path / "runs", dry_run=True)
+    lines = re.findall(r"^  x/(\S+) seed (\d):", capsys.readouterr().out, re.M)
+    assert lines == [("contrastive-m0.5", "0"), ("proto", "0"), ("contrastive-m0.5", "1"), ("proto", "1")]
+
+
 def test_resources_per_run_come_from_the_flags_else_the_preset_else_defaults():
     from oneshot.executors import with_resources
 
