@@ -71,8 +71,9 @@ def plan(studies: list[Study], results: Path, data_root) -> list[tuple[Study, Co
         print(f"  {len(invalid)} invalid record{'s' if len(invalid) > 1 else ''} (unreadable: cut short or "
               "corrupt); their runs are scored again:" + "".join(f"\n    {p}" for p in invalid))
     for st, cfg, t in todo:
-        what = {"triplet": f"triplet {cfg.mining} margin={cfg.margin}",
-                "contrastive": f"contrastive {cfg.pos_weight} margin={cfg.margin}"}.get(
+        lp = cfg.loss_params
+        what = {"triplet": f"triplet {lp.get('mining')} margin={lp.get('margin')}",
+                "contrastive": f"contrastive {lp.get('pos_weight')} margin={lp.get('margin')}"}.get(
             cfg.loss, " ".join([cfg.loss, *(f"{k}={v}" for k, v in cfg.loss_params.items()),
                                 *([f"miner={cfg.miner}"] if cfg.miner != "none" else [])]))
         print(f"  {st.name}/{cfg.name} seed {cfg.seed}: {what}, {cfg.steps} steps, ~{t / 60:.1f} min")

@@ -13,11 +13,21 @@ from .errors import ConfigError, OneshotError
 
 
 PRECISIONS = ("fp32", "bf16", "auto")
-# The keys only some losses read, and which: built-ins by name; a `pml:` or user loss reads its
-# loss_params and miner (its distance, if any, is inside loss_params).
-LOSS_KEYS = {"margin", "mining", "pos_weight", "distance", "support_shots", "loss_params", "miner", "miner_params"}
-READ_BY_LOSS = {"contrastive": ("margin", "pos_weight", "distance"), "triplet": ("margin", "mining", "distance"),
-                "koch": (), "proto": ("distance", "support_shots")}
+# Every loss reads its settings from `loss_params`. A built-in's loss_params hold exactly its
+# settings below, the defaults filled in; a `pml:` or user loss gets its loss_params as given.
+BUILTIN_PARAMS = {
+    "contrastive": {"margin": 0.5, "pos_weight": "balanced", "distance": "euclidean"},
+    "triplet": {"margin": 0.5, "mining": "hard", "distance": "euclidean"},
+    "koch": {},
+    "proto": {"distance": "euclidean"},  # ProtoNet's own is "sqeuclidean"
+}
+# The built-ins' settings may also be written at the top level of a config or preset (the form of
+# records before version 3, and of margin grids); `from_dict` folds them into loss_params.
+SHORT_FORM = ("margin", "mining", "pos_weight", "distance")
+# The keys only some losses read, and which; a `pml:` or user loss also reads its miner.
+LOSS_KEYS = {"support_shots", "loss_params", "miner", "miner_params"}
+READ_BY_LOSS = {"contrastive": ("loss_params",), "triplet": ("loss_params",), "koch": ("loss_params",),
+                "proto": ("loss_params", "support_shots")}
 PLUGIN_LOSS_KEYS = ("loss_params", "miner", "miner_params")
 # Where and in which memory layout a run is computed: provenance, recorded but not identity.
 HOW_KEYS = ("device", "channels_last")
@@ -37,13 +47,12 @@ class Config:
     encoder_params: dict = field(default_factory=dict)  # keyword arguments of the encoder
     normalize: bool = True          # L2-normalise embeddings (distances in [0, 2])
     loss: str = "triplet"           # contrastive | triplet | koch | proto | "pml:<LossClass>" | "package.module:name"
-    loss_params: dict = field(default_factory=dict)     # keyword arguments of a pml: or user loss
+    # the loss's settings (BUILTIN_PARAMS for a built-in: margin; triplet mining all | hard |
+    # semihard; contrastive pos_weight balanced | mean | active | hard; the distance inside the
+    # loss); a pml: or user loss: its keyword arguments
+    loss_params: dict = field(default_factory=dict)
     miner: str = "none"             # "pml:<MinerClass>" or "package.module:Class" (pml: losses)
     miner_params: dict = field(default_factory=dict)
-    margin: float = 0.5
-    mining: str = "hard"            # triplet: all | hard | semihard
-    pos_weight: str = "balanced"    # contrastive: balanced | mean | active | hard
-    distance: str = "euclidean"     # distance inside the loss (proto: as ProtoNet, "sqeuclidean")
     steps: int = 1500
     batch_classes: int = 32         # P
     batch_shots: int = 4            # K images per class (proto: S support + K-S queries)
@@ -67,6 +76,7 @@ class Config:
     channels_last: bool = True
 
     def __post_init__(self):
+        self.loss_params = _loss_params(self.loss, self.loss_params)
         check(self)
 
     def to_dict(self) -> dict:
@@ -116,8 +126,13 @@ class Config:
         `loss_params.margin=0.1` sets one entry of a dict-valued key (`a.b.c=...` a nested one)."""
         known = {f.name: f.type for f in fields(self)}
         out = self.to_dict()
+        given: set[str] = set()  # the loss_params entries these overrides set
+        short: list[str] = []
         for pair in pairs:
             key, sep, raw = pair.partition("=")
+            if key in SHORT_FORM:  # margin=0.3: loss_params.margin=0.3, for a built-in loss
+                short.append(pair)
+                key = f"loss_params.{key}"
             key, dot, sub = key.partition(".")
             if not sep or key not in known or (dot and not isinstance(out[key], dict)):
                 tables = ", ".join(k for k, v in out.items() if isinstance(v, dict))
@@ -128,6 +143,8 @@ class Config:
             except json.JSONDecodeError:
                 value = raw
             if dot:  # loss_params.distance.p=1: into nested tables, made where missing
+                if key == "loss_params":
+                    given.add(sub.split(".")[0])
                 table = out[key] = dict(out[key])
                 *path, last = sub.split(".")
                 for name in path:
@@ -136,6 +153,13 @@ class Config:
                 table[last] = value
             else:
                 out[key] = value
+                if key == "loss_params" and isinstance(value, dict):
+                    given |= set(value)
+        if short and out["loss"] not in BUILTIN_PARAMS:
+            raise OneshotError(f"--set {short[0]!r}: loss {out['loss']!r} takes its settings in loss_params; "
+                               f"write --set loss_params.{short[0]}")
+        if self.loss in BUILTIN_PARAMS and out["loss"] not in BUILTIN_PARAMS:  # the built-in's settings go
+            out["loss_params"] = {k: v for k, v in out["loss_params"].items() if k in given}
         return from_dict(out)
 
 
@@ -146,7 +170,7 @@ RANGES = {
     "image_size": (1, None, True), "steps": (1, None, True), "batch_classes": (2, None, True),
     "batch_shots": (1, None, True), "support_shots": (0, None, True), "lr": (0, None, False),
     "weight_decay": (0, None, True), "lr_decay_every": (1, None, True), "lr_decay": (0, 1, False),
-    "patience": (0, None, True), "margin": (0, None, True), "seed": (0, None, True), "val_every": (1, None, True),
+    "patience": (0, None, True), "seed": (0, None, True), "val_every": (1, None, True),
     "val_ways": (2, None, True), "val_shots": (1, None, True), "val_queries": (1, None, True),
     "val_episodes": (1, None, True),
 }
@@ -183,8 +207,53 @@ def check(cfg: Config) -> None:
                           f"(or support_shots = 0 for batch_shots - 1 supports and one query, batch_shots >= 2)")
 
 
+def _loss_params(loss: str, params: dict) -> dict:
+    """A built-in's loss_params in full: its settings, the defaults filled in, a margin a float;
+    the settings only other built-ins read are dropped (never read, never identity), any other
+    key is refused. A `pml:` or user loss's params are returned as they are."""
+    if loss not in BUILTIN_PARAMS or not isinstance(params, dict):
+        return params
+    own = BUILTIN_PARAMS[loss]
+    unknown = sorted(set(params) - set(SHORT_FORM))
+    if unknown:
+        raise ConfigError(f"loss {loss!r} takes loss_params {', '.join(own) or '(none)'}, not {', '.join(unknown)}")
+    out = own | {k: v for k, v in params.items() if k in own}
+    if "margin" in out:
+        m = out["margin"]
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m) or m < 0:
+            raise ConfigError(f"loss_params 'margin' = {m!r} is out of range: it must be a number >= 0")
+        out["margin"] = float(m)
+    for key in ("mining", "pos_weight", "distance"):
+        if key in out and not isinstance(out[key], str):
+            raise ConfigError(f"loss_params {key!r} must be a string, got {out[key]!r}")
+    return out
+
+
+def migrate(d: dict) -> dict:
+    """A config dict in today's form: the short-form keys (SHORT_FORM at the top level, as records
+    before version 3 and presets write them) folded into loss_params for a built-in loss, which
+    reads them there; dropped for a `pml:` or user loss, which never read them. Giving one setting
+    both ways with two values is refused."""
+    short = {k: d[k] for k in SHORT_FORM if k in d}
+    if not short:
+        return d
+    out = {k: v for k, v in d.items() if k not in SHORT_FORM}
+    if out.get("loss", Config.loss) in BUILTIN_PARAMS:
+        params = out.get("loss_params", {})
+        if not isinstance(params, dict):
+            return out  # from_dict reports the type
+        clash = sorted(k for k in short if k in params and params[k] != short[k])
+        if clash:
+            raise ConfigError(f"{', '.join(clash)} given twice, at the top level and in loss_params, with "
+                              f"different values: write {clash[0]} once (loss_params.{clash[0]})")
+        out["loss_params"] = short | params
+    return out
+
+
 def from_dict(d: dict) -> Config:
-    """Build a Config, refusing unknown keys and coercing numbers to the declared types."""
+    """Build a Config, refusing unknown keys and coercing numbers to the declared types; the
+    built-ins' short-form keys are folded into loss_params (`migrate`)."""
+    d = migrate(d)
     known = {f.name: f for f in fields(Config)}
     unknown = sorted(set(d) - set(known))
     if unknown:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from . import records
+from .config import migrate
 from .errors import OneshotError
 from .stats import crossed
 from .study import main_scoring
@@ -26,12 +27,13 @@ FAMILY_NAMES = {"contrastive-hard": "Contrastive, hardest pairs", "contrastive-a
                 "triplet-all": "Triplet, batch-all", "koch": "Koch BCE (Siamese)", "proto": "Prototypical"}
 
 def family(cfg: dict) -> str:
-    """The loss as a table row: triplet by mining, contrastive by pair weighting, any other loss
-    by its name and miner ("pml:TripletMarginLoss+pml:BatchHardMiner")."""
+    """The loss of a record's config (today's form, `config.migrate`) as a table row: triplet by
+    mining, contrastive by pair weighting, any other loss by its name and miner
+    ("pml:TripletMarginLoss+pml:BatchHardMiner")."""
     if cfg["loss"] == "triplet":
-        return f"triplet-{cfg['mining']}"
+        return f"triplet-{cfg['loss_params']['mining']}"
     if cfg["loss"] == "contrastive":
-        return f"contrastive-{cfg['pos_weight']}"
+        return f"contrastive-{cfg['loss_params']['pos_weight']}"
     miner = cfg.get("miner", "none")
     return cfg["loss"] if miner == "none" else f"{cfg['loss']}+{miner}"
 
@@ -85,13 +87,13 @@ def load_records(results: Path, pattern: str = records.SCORES) -> pd.DataFrame:
 def _record_row(path: Path) -> dict:
     """One score record as a row of `load_records`."""
     r = json.loads(path.read_text())
-    cfg, tr = r["config"], r["train"]
+    cfg, tr = migrate(r["config"]), r["train"]
     return {
         "study": r["study"], "run": r["run"], "seed": cfg["seed"], "dataset": r["dataset"],
         "protocol": r["protocol"], "ways": r["ways"], "shots": r["shots"], "queries": r["queries"],
         "classifier": r["classifier"], "distance": r["distance"], "mean": r["mean"], "ci95": r["ci95"],
         "t_ci95": r["t_ci95"], "episodes": r["episodes"], "family": family(cfg),
-        "margin": cfg["margin"] if has_margin(cfg) else np.nan, "val_acc": tr["best_val_acc"],
+        "margin": cfg["loss_params"]["margin"] if has_margin(cfg) else np.nan, "val_acc": tr["best_val_acc"],
         "pixels_val_acc": tr.get("pixels_val_acc", np.nan), "train_s": tr["wall_time_s"], "steps": cfg["steps"],
         "normalize": cfg["normalize"], "precision": cfg.get("precision", "fp32"),
         "per_episode": np.asarray(r["per_episode"]),

@@ -6,9 +6,14 @@ A run (one configuration and seed of a study) writes under `results/records/<stu
 - `budget/<N>/<...>.json`: the same for its best checkpoint at N training images (snapshots);
 - `verification/<protocol>.json`: its verification scores.
 `results/records/benchmark-<preset>.json` says how a preset was last run. Records are written
-atomically; readers find them with the glob patterns below. VERSION 2 records carry "version";
-records without one (version 1) hold the same fields, their configs read through
-`config.from_dict`, which fills keys added since with the defaults that reproduce them.
+atomically; readers find them with the glob patterns below.
+
+Versions: records carry "version" since 2 (those without one are version 1, with the same
+fields). Version 3 configs hold every loss setting in `loss_params`; older ones hold a built-in's
+margin, mining, pos_weight and distance at the top level. Every reader takes a record's config
+through `config.migrate` (`config.from_dict` calls it), which folds those keys into loss_params,
+and `from_dict` fills keys added since with the defaults that reproduce them, so a record of any
+version keeps its identity and its table rows.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from .provenance import atomic_write_text, provenance
 from .stats import summarize
 from .study import Study, main_scoring, settings
 
-VERSION = 2
+VERSION = 3
 SCORES = "*/*/seed*/*.json"
 BUDGETS = "*/*/seed*/budget/*/*.json"
 VERIFICATION = "*/*/seed*/verification/*.json"

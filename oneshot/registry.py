@@ -72,14 +72,16 @@ def _one_of(value: str, allowed: tuple[str, ...], key: str) -> str:
 
 # ---- built-ins: name -> builder ----
 
-LOSSES: dict[str, Callable[[Config, LossContext], nn.Module]] = {
+LOSSES: dict[str, Callable[[Config, LossContext], nn.Module]] = {  # each reads cfg.loss_params (BUILTIN_PARAMS)
     "contrastive": lambda cfg, ctx: losses.FunctionLoss(
-        losses.contrastive, margin=cfg.margin, metric=cfg.distance,
-        pos_weight=_one_of(cfg.pos_weight, losses.POS_WEIGHT, "pos_weight")),
+        losses.contrastive, margin=cfg.loss_params["margin"], metric=cfg.loss_params["distance"],
+        pos_weight=_one_of(cfg.loss_params["pos_weight"], losses.POS_WEIGHT, "pos_weight")),
     "triplet": lambda cfg, ctx: losses.FunctionLoss(
-        losses.triplet, margin=cfg.margin, metric=cfg.distance, mining=_one_of(cfg.mining, losses.MINING, "mining")),
+        losses.triplet, margin=cfg.loss_params["margin"], metric=cfg.loss_params["distance"],
+        mining=_one_of(cfg.loss_params["mining"], losses.MINING, "mining")),
     "koch": lambda cfg, ctx: losses.KochLoss(ctx.embedding_size()),
-    "proto": lambda cfg, ctx: losses.FunctionLoss(losses.proto, n_support=cfg.n_support, metric=cfg.distance),
+    "proto": lambda cfg, ctx: losses.FunctionLoss(losses.proto, n_support=cfg.n_support,
+                                                  metric=cfg.loss_params["distance"]),
 }
 
 
@@ -186,9 +188,6 @@ def build_loss(cfg: Config, ctx: LossContext | None = None) -> nn.Module:
     name = cfg.loss
     supply = {"num_classes": ctx.classes, "embedding_size": ctx.embedding_size}
     if name in LOSSES:
-        if cfg.loss_params:
-            raise ConfigError(f"loss {name!r} takes its settings from the config keys (margin, mining, "
-                              f"pos_weight, distance), not loss_params {cfg.loss_params}")
         loss = LOSSES[name](cfg, ctx)
     elif name.startswith("pml:"):
         loss = construct(pml.lookup(name[4:], ("losses",)), _params(cfg.loss_params, "loss_params"),

@@ -28,7 +28,7 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from .config import Config, from_dict
+from .config import SHORT_FORM, Config, from_dict
 from .verification import PAIRS
 from .data import check_protocol, check_scoring
 from .errors import OneshotError
@@ -43,6 +43,7 @@ EVAL_DEFAULTS = {"episodes": 1000, "seed": 2026, "classifiers": ["nearest-suppor
 EVAL_KEYS = ("protocols", "settings", "main_classifier", "main_distance", *EVAL_DEFAULTS)
 TOP_KEYS = ("description", "extends", "seeds", "resources", "study")
 STUDY_KEYS = ("name", "from", "base", "eval", "runs", "seeds")
+CONFIG_KEYS = [*(f.name for f in fields(Config)), *SHORT_FORM]  # a config's keys, the built-ins' short form too
 RECIPE_KEYS = ("label", "published", "runs")
 
 
@@ -195,7 +196,7 @@ def _study(s: dict, seeds: list[int], path: Path) -> Study:
     if "name" not in s:
         raise OneshotError(f"{path}: every [[study]] needs a name")
     base = s.get("base", {})
-    _unknown(base, [f.name for f in fields(Config)], f"{where} [study.base]")
+    _unknown(base, CONFIG_KEYS, f"{where} [study.base]")
     seeds = s.get("seeds", seeds)
     if seeds is not None:
         _seeds(seeds, where)
@@ -207,7 +208,7 @@ def _study(s: dict, seeds: list[int], path: Path) -> Study:
     runs = []
     for spec in specs:
         at = f"{where}, run {spec['name']!r}"
-        _unknown(spec, list(dict.fromkeys(["name", "seeds", *(f.name for f in fields(Config))])), at)
+        _unknown(spec, ["name", "seeds", *CONFIG_KEYS], at)
         keys = {k: v for k, v in spec.items() if k != "seeds"}
         if "seeds" in spec:
             _seeds(spec["seeds"], at)

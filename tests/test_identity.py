@@ -1,13 +1,18 @@
 """A run's identity holds only what it reads, and every committed record stays valid for the
 committed presets: a no-op `make benchmark` trains nothing."""
 
+import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from oneshot import records
 from oneshot import study as st_mod
-from oneshot.config import Config
+from oneshot.config import Config, from_dict, migrate
+from oneshot.errors import ConfigError, OneshotError
+from oneshot.losses import triplet
+from oneshot.registry import build_loss
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 
@@ -17,15 +22,44 @@ RESULTS = Path(__file__).resolve().parent.parent / "results"
     ("contrastive", {"mining": "all", "support_shots": 3}, {"margin": 0.3, "pos_weight": "mean", "distance": "cosine"}),
     ("koch", {"margin": 0.9, "mining": "all", "pos_weight": "mean", "distance": "cosine"}, {"normalize": False}),
     ("proto", {"margin": 0.9, "mining": "all", "pos_weight": "mean"}, {"distance": "euclidean", "support_shots": 2}),
-    ("pml:TripletMarginLoss", {"margin": 0.9, "mining": "all", "distance": "cosine"}, {"loss_params": {"margin": 0.1}}),
+    ("pml:TripletMarginLoss", {"margin": 0.9, "mining": "all", "distance": "cosine", "support_shots": 3},
+     {"loss_params.margin": 0.1}),
 ])
 def test_a_key_the_loss_never_reads_is_not_identity(loss, unread, read):
-    base = Config(loss=loss, batch_shots=4, distance="sqeuclidean" if loss == "proto" else "euclidean")
-    for key, value in unread.items():
-        assert Config(**{**base.to_dict(), key: value}).identity() == base.identity(), key
+    base = Config(loss=loss, batch_shots=4, loss_params={"distance": "sqeuclidean"} if loss == "proto" else {})
+    for key, value in unread.items():  # as a preset's base gives them to every run
+        assert from_dict({**base.to_dict(), key: value}).identity() == base.identity(), key
     for key, value in read.items():
-        other = Config(**{**base.to_dict(), key: value})
+        other = base.with_overrides([f"{key}={json.dumps(value)}"])
         assert other.identity() != base.identity(), key
+
+
+def test_every_loss_reads_its_settings_from_loss_params_and_the_short_form_folds_into_them():
+    short = from_dict({"loss": "triplet", "margin": 0.2, "mining": "all", "pos_weight": "hard"})
+    params = Config(loss="triplet", loss_params={"margin": 0.2, "mining": "all"})
+    assert short == params and params.loss_params == {"margin": 0.2, "mining": "all", "distance": "euclidean"}
+    assert short.identity() == params.identity()
+    emb, labels = torch.randn(16, 8), torch.arange(4).repeat_interleave(4)
+    assert torch.equal(build_loss(params)(emb, labels), triplet(emb, labels, 0.2, mining="all"))
+    assert Config().with_overrides(["margin=0.3"]).loss_params["margin"] == 0.3
+    assert Config().with_overrides(["loss=pml:TripletMarginLoss"]).loss_params == {}  # the built-in's settings go
+    with pytest.raises(ConfigError, match="takes loss_params margin, pos_weight, distance, not margn"):
+        Config(loss="contrastive", loss_params={"margn": 0.3})
+    with pytest.raises(ConfigError, match="given twice"):
+        from_dict({"loss": "triplet", "margin": 0.2, "loss_params": {"margin": 0.4}})
+    with pytest.raises(OneshotError, match="write --set loss_params.margin=0.3"):
+        Config().with_overrides(["loss=pml:TripletMarginLoss", "margin=0.3"])
+    with pytest.raises(ConfigError, match="'margin' = -1"):
+        Config(loss="triplet", loss_params={"margin": -1})
+
+
+def test_a_record_of_every_version_reads_into_the_same_config():
+    v2 = {"loss": "contrastive", "margin": 1, "mining": "hard", "pos_weight": "hard", "distance": "euclidean",
+          "loss_params": {}, "steps": 5}
+    now = from_dict(v2)
+    assert now.loss_params == {"margin": 1.0, "pos_weight": "hard", "distance": "euclidean"}
+    assert from_dict(now.to_dict()) == now  # today's form reads back unchanged
+    assert migrate({**v2, "loss": "pml:ContrastiveLoss"}) == {"loss": "pml:ContrastiveLoss", "loss_params": {}, "steps": 5}
 
 
 def test_schedule_and_validation_keys_count_only_where_they_are_read():

@@ -1,5 +1,7 @@
 """Presets: every committed one loads and builds its runs; grids, seeds and `extends`."""
 
+import json
+
 import pytest
 import torch
 
@@ -31,8 +33,8 @@ def test_every_committed_preset_loads_and_its_models_build(name):
 
 
 def _key(c):
-    variant = {"contrastive": c.pos_weight, "triplet": c.mining}.get(c.loss, "")
-    return c.loss, variant, c.margin if variant else None
+    variant = {"contrastive": "pos_weight", "triplet": "mining"}.get(c.loss)
+    return c.loss, c.loss_params.get(variant, ""), c.loss_params["margin"] if variant else None
 
 
 def test_default_grid_seeds_and_baselines():
@@ -44,9 +46,9 @@ def test_default_grid_seeds_and_baselines():
     assert {("triplet", "hard", m) for m in (0.2, 0.5, 1.0)} <= keys
     assert {("triplet", "semihard", 0.5), ("triplet", "all", 0.5), ("koch", "", None), ("proto", "", None)} <= keys
     by_name = {c.name: c for c in study.runs}
-    assert by_name["triplet-hard-m0.2"].mining == "hard" and by_name["triplet-hard-m0.2"].margin == 0.2
+    assert by_name["triplet-hard-m0.2"].loss_params == {"margin": 0.2, "mining": "hard", "distance": "euclidean"}
     assert not by_name["koch"].normalize and not by_name["proto"].normalize
-    assert by_name["proto"].distance == "sqeuclidean"
+    assert by_name["proto"].loss_params == {"distance": "sqeuclidean"}
 
 
 def test_paper_extends_the_default_grid_and_cannot_drift_from_it():
@@ -58,7 +60,8 @@ def test_paper_extends_the_default_grid_and_cannot_drift_from_it():
               "val_ways", "val_shots", "val_queries"}
 
     def grid(st):
-        return sorted(tuple(sorted((k, v) for k, v in c.to_dict().items() if k not in ignore)) for c in st.runs)
+        return sorted(json.dumps({k: v for k, v in c.to_dict().items() if k not in ignore}, sort_keys=True)
+                      for c in st.runs)
 
     for st in studies:
         assert grid(st) == grid(default)
@@ -115,7 +118,7 @@ weight_decay = [0.0, 0.01]
                                  "triplet-semihard-m0.2", "wd-weight_decay0.0", "wd-weight_decay0.01"]
     assert [(c.name, c.seed) for c in st.runs[:3]] == [("koch", 9), ("triplet-hard-m0.1", 3), ("triplet-hard-m0.1", 4)]
     sh = [c for c in st.runs if c.name == "triplet-semihard-m0.2"][0]
-    assert (sh.mining, sh.margin, sh.steps) == ("semihard", 0.2, 5)
+    assert (sh.loss_params["mining"], sh.loss_params["margin"], sh.steps) == ("semihard", 0.2, 5)
 
 
 def test_extends_overrides_base_and_eval_and_keeps_runs(tmp_path):

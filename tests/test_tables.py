@@ -13,7 +13,7 @@ import pytest
 from scipy import stats
 
 from oneshot import record_frames, records, tables
-from oneshot.config import Config
+from oneshot.config import Config, from_dict
 
 STUDY, PROTOCOL, EPISODES = "grid", "vinyals", 200
 SETTINGS = [(5, 1, 5), (5, 5, 5), (20, 1, 5)]
@@ -49,7 +49,7 @@ def per_episode(run: str, ways: int, shots: int, mean: float) -> np.ndarray:
 
 def make_record(run, keys, val_acc, ways, shots, queries, acc, classifier="nearest-support",
                 distance="euclidean") -> dict:
-    cfg = Config(name=run, steps=100, **keys).to_dict()
+    cfg = from_dict({"name": run, "steps": 100, **keys}).to_dict()
     sd = float(np.std(acc, ddof=1))
     versions = {"oneshot": "0", "python": "3", "torch": "2", "numpy": "1"}
     prov = {"commit": "0123abc", "versions": versions, "device": "cpu (2 cores, 2 threads)",
@@ -74,7 +74,7 @@ def make_record(run, keys, val_acc, ways, shots, queries, acc, classifier="neare
 def record_file(results: Path, run: str, ways: int, shots: int, classifier="nearest-support",
                 distance="euclidean") -> Path:
     """Where the benchmark keeps this record (one seed per configuration here)."""
-    path = records.record_path(results, STUDY, Config(name=run, **RUNS[run][0]), PROTOCOL, ways, shots,
+    path = records.record_path(results, STUDY, from_dict({"name": run, **RUNS[run][0]}), PROTOCOL, ways, shots,
                                  classifier, distance)
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
@@ -194,7 +194,7 @@ def test_margin_table_has_one_row_per_margin_run(results):
     for _, row in mt.iterrows():
         fam = [f for f, name in record_frames.FAMILY_NAMES.items() if row["Loss"].split(" †")[0].split(" ‡")[0] == name]
         assert len(fam) == 1, row["Loss"]
-        run = [r for r in margin_runs if record_frames.family(Config(**RUNS[r][0]).to_dict()) == fam[0]
+        run = [r for r in margin_runs if record_frames.family(from_dict(RUNS[r][0]).to_dict()) == fam[0]
                and RUNS[r][0]["margin"] == number(row["Margin"])]
         assert len(run) == 1, (row["Loss"], row["Margin"])
         run = run[0]
@@ -257,7 +257,7 @@ def test_write_tables_regenerates_the_same_bytes(results):
 
 
 def test_losses_from_pml_or_user_code_are_families_of_their_own():
-    cfg = lambda **kw: {**Config().to_dict(), **kw}  # noqa: E731
+    cfg = lambda **kw: from_dict(kw).to_dict()  # noqa: E731
     assert record_frames.family(cfg(loss="triplet", mining="semihard")) == "triplet-semihard"
     assert record_frames.family(cfg(loss="pml:CircleLoss")) == "pml:CircleLoss"
     ms = record_frames.family(cfg(loss="pml:MultiSimilarityLoss", miner="pml:MultiSimilarityMiner"))

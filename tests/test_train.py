@@ -12,7 +12,7 @@ import torch
 
 from oneshot import train as train_mod
 from oneshot.cli import main
-from oneshot.config import Config, load_config
+from oneshot.config import BUILTIN_PARAMS, Config, from_dict, load_config, migrate
 from oneshot.errors import OneshotError
 from oneshot.episodes import generator
 from oneshot.checkpoint import load_checkpoint, load_encoder
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(**kw) -> Config:
-    return Config(**{**TINY, **kw})
+    return from_dict({**TINY, **kw})
 
 
 def interrupt_at_step_5(out, root, monkeypatch) -> None:
@@ -121,14 +121,15 @@ def test_a_run_directory_refuses_another_config(small_omniglot, tmp_path):
     with pytest.raises(TrainingError, match="different config"):
         train(tiny(margin=0.9), tmp_path / "r", small_omniglot, progress=False)
     train(tiny(margin=0.9), tmp_path / "r", small_omniglot, resume=False, progress=False)
-    assert json.loads((tmp_path / "r" / "config.json").read_text())["margin"] == 0.9
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["loss_params"]["margin"] == 0.9
 
 
 def test_config_files_and_overrides(tmp_path):
     p = tmp_path / "c.toml"
     p.write_text('loss = "contrastive"\nmargin = 1\nsteps = 10\n')
-    cfg = load_config(p, ["margin=0.25", "mining=semihard", "normalize=false"])
-    assert (cfg.loss, cfg.margin, cfg.mining, cfg.normalize, cfg.steps) == ("contrastive", 0.25, "semihard", False, 10)
+    cfg = load_config(p, ["margin=0.25", "pos_weight=hard", "normalize=false"])
+    assert (cfg.loss, cfg.normalize, cfg.steps) == ("contrastive", False, 10)
+    assert cfg.loss_params == {"margin": 0.25, "pos_weight": "hard", "distance": "euclidean"}
     with pytest.raises(OneshotError, match="unknown config keys"):
         p.write_text("marginn = 1\n")
         load_config(p)
@@ -141,11 +142,14 @@ def test_config_files_and_overrides(tmp_path):
 @pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "experiments").glob("*.toml")),
                          ids=lambda p: p.stem)
 def test_committed_configs_load_as_written(path):
-    raw = tomllib.loads(path.read_text())
+    raw = migrate(tomllib.loads(path.read_text()))  # the short form (margin = ...) read into loss_params
+    params = raw.pop("loss_params", {})
     cfg = load_config(path)
     got, default = cfg.to_dict(), Config().to_dict()
     assert {k: got[k] for k in raw} == {k: float(v) if isinstance(default[k], float) else v for k, v in raw.items()}
-    assert {k: v for k, v in got.items() if k not in raw} == {k: v for k, v in default.items() if k not in raw}
+    assert got["loss_params"] == BUILTIN_PARAMS[cfg.loss] | params
+    assert {k: v for k, v in got.items() if k not in raw and k != "loss_params"} == {
+        k: v for k, v in default.items() if k not in raw and k != "loss_params"}
     model, loss = build_model(cfg, 1)  # the config names a buildable model and loss
     assert (len(list(loss.parameters())) > 0) == (cfg.loss == "koch")  # only Koch's loss trains a head
 

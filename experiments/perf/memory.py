@@ -28,7 +28,7 @@ def child(keep: bool) -> None:
 
     if keep:
         keep_freed_memory()
-    cfg = Config(dataset="miniimagenet", image_size=SIZE, loss="triplet", mining="hard", margin=0.5,
+    cfg = Config(dataset="miniimagenet", image_size=SIZE, loss="triplet", loss_params={"mining": "hard", "margin": 0.5},
                  batch_classes=16, batch_shots=4, augment="natural")
     split = random_split()
     model, head = build_model(cfg, 3)

@@ -28,7 +28,7 @@ from oneshot.memory import keep_freed_memory
 from oneshot.train import build_model, place, resolved, step_loss
 
 STEPS, ROUNDS = 40, 3
-CFG = Config(loss="triplet", mining="hard", margin=0.5, batch_classes=32, batch_shots=4, normalize=True)
+CFG = Config(loss="triplet", loss_params={"mining": "hard", "margin": 0.5}, batch_classes=32, batch_shots=4, normalize=True)
 AUTO = resolved(dataclasses.replace(CFG, precision="auto"))
 
 
@@ -49,7 +49,7 @@ def plain_steps(split, state, steps: int) -> int:
     g = generator(0)
     for _ in range(steps):
         idx, labels = sample_batch(split, CFG.batch_classes, CFG.batch_shots, g)
-        loss = losses.triplet(model(split.to_float(split.images[idx])), labels, CFG.margin, "euclidean", "hard")
+        loss = losses.triplet(model(split.to_float(split.images[idx])), labels, CFG.loss_params["margin"], "euclidean", "hard")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
