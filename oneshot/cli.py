@@ -15,8 +15,8 @@ from .config import PRECISIONS
 
 
 def _eval(args) -> dict:
-    from .data import check_protocol, check_scoring, load_split
-    from .episodes import test_episodes
+    from .data.load import check_protocol, check_scoring, load_split
+    from .data.episodes import test_episodes
     from .evaluate import embed_split, evaluate
     from .precision import resolve
 
@@ -116,22 +116,22 @@ def cmd_train(args) -> None:
 
 
 def cmd_data(args) -> None:
-    from .data import data_root
+    from .data.load import data_root
 
     root = data_root(args.data_root)
     if args.action == "fetch":
-        from .fetch import fetch
+        from .data.fetch import fetch
 
         root.mkdir(parents=True, exist_ok=True)
         for name in args.names or ["omniglot"]:
             paths = fetch(name, root, base_url=args.base_url, force=args.force)
             print(f"{name}: {len(paths)} files in {root / name}")
         return
-    from . import omniglot
+    from .data import omniglot
 
     rows = omniglot.check(root)
     try:
-        from . import miniimagenet
+        from .data import miniimagenet
 
         rows += miniimagenet.check(root)
     except ImportError:
@@ -141,16 +141,16 @@ def cmd_data(args) -> None:
 
 
 def cmd_table(args) -> None:
-    from .tables import write_tables
+    from .report.tables import write_tables
 
     for path in write_tables(Path(args.results), Path(args.out) if args.out else None):
         print(path)
 
 
 def cmd_benchmark(args) -> None:
-    from .benchmark import run_benchmark
+    from .study.benchmark import run_benchmark
 
-    from .executors import Options
+    from .study.executors import Options
 
     opts = Options(executor=args.executor, workers=args.workers, cpus=args.cpus, gpus=args.gpus,
                    ray_address=args.ray_address, max_retries=args.max_retries,

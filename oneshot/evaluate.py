@@ -12,7 +12,7 @@ import torch
 from tqdm import tqdm
 
 from .errors import ConfigError
-from .split import Split
+from .data.split import Split
 from .distances import pairwise
 from .precision import autocast
 from .stats import summarize

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from oneshot.distances import pairwise
+from .distances import pairwise
 
 from .errors import ConfigError
 

@@ -25,10 +25,10 @@ from . import precision
 from .augment import augment
 from .checkpoint import checkpoint_or_none, copy_file, restore, save, snapshot_path
 from .config import Config, from_dict
-from .data import load_split
-from .split import Split
+from .data.load import load_split
+from .data.split import Split
 from .encoders import Siamese
-from .episodes import generator, sample_batch, sample_episodes
+from .data.episodes import generator, sample_batch, sample_episodes
 from .errors import OneshotError
 from .evaluate import embed_split, score_episodes
 from .provenance import atomic_write_text, provenance

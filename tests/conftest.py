@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from oneshot import omniglot  # noqa: E402
+from oneshot.data import omniglot
 
 
 def home_files(home: Path) -> set[str]:

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from oneshot import benchmark as bm
-from oneshot import records, runs
-from oneshot import study as study_mod
+from oneshot.study import benchmark as bm
+from oneshot.study import records, runs
+from oneshot.study import presets as study_mod
 from oneshot.cli import main
 from oneshot.errors import OneshotError
 
@@ -187,10 +187,10 @@ def test_smoke_preset_end_to_end_on_real_data(real_root, tmp_path):
 
 
 def test_missing_omniglot_is_fetched_present_is_not(tmp_path, monkeypatch):
-    import oneshot.fetch
+    import oneshot.data.fetch
 
     calls = []
-    monkeypatch.setattr(oneshot.fetch, "fetch", lambda name, root, **k: calls.append((name, root)))
+    monkeypatch.setattr(oneshot.data.fetch, "fetch", lambda name, root, **k: calls.append((name, root)))
     bm.ensure_data("omniglot", tmp_path / "fresh")
     assert calls == [("omniglot", tmp_path / "fresh")]
     (tmp_path / "have" / "omniglot").mkdir(parents=True)
@@ -301,13 +301,13 @@ def test_presets_ship_with_a_wheel(tmp_path):
     import sys
     from pathlib import Path
 
-    repo = Path(study_mod.__file__).resolve().parent.parent
+    repo = Path(study_mod.__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                     "-w", str(tmp_path / "wheel"), str(repo)], check=True, capture_output=True)
     wheel = next((tmp_path / "wheel").glob("oneshot-*.whl"))
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
                     str(tmp_path / "site"), str(wheel)], check=True, capture_output=True)
-    code = ("import oneshot.study as s; print(s.__file__); "
+    code = ("import oneshot.study.presets as s; print(s.__file__); "
             "print(sorted(st.name for name in ('default', 'smoke', 'mini-cpu', 'paper', 'precision') "
             "for st in s.load_preset(name)[1]))")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={"PYTHONPATH": str(tmp_path / "site")},

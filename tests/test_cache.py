@@ -9,9 +9,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from oneshot import cache, omniglot
-from oneshot.cache import cache_key, cache_root, cached_arrays, fingerprint
-from oneshot.data import load_split
+from oneshot.data import cache, omniglot
+from oneshot.data.cache import cache_key, cache_root, cached_arrays, fingerprint
+from oneshot.data.load import load_split
 
 from conftest import build_omniglot
 

@@ -4,8 +4,8 @@ unknown and missing keys, main scoring among the lists), `oneshot table` on an e
 
 import pytest
 
-from oneshot import benchmark as bm
-from oneshot import study as st_mod
+from oneshot.study import benchmark as bm
+from oneshot.study import presets as st_mod
 from oneshot.cli import main
 from oneshot.config import Config, from_dict, load_config
 from oneshot.errors import ConfigError, OneshotError

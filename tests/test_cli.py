@@ -145,14 +145,14 @@ def test_eval_of_a_run_takes_dataset_and_size_from_its_config(tmp_path, capsys):
 
 
 def test_impossible_requests_are_refused_before_any_work(small_omniglot, capsys, monkeypatch):
-    import oneshot.data
+    import oneshot.data.load
     import oneshot.evaluate
 
     def no_work(*a, **k):
         raise AssertionError("the request should have been refused before loading or embedding")
 
     monkeypatch.setattr(oneshot.evaluate, "embed_split", no_work)
-    monkeypatch.setattr(oneshot.data, "load_split", no_work)
+    monkeypatch.setattr(oneshot.data.load, "load_split", no_work)
     code, out, err = run(capsys, "eval", "--data-root", small_omniglot, "--queries", 0)
     assert code == 2 and out == "" and "at least 2 ways, 1 shot and 1 query" in err
 
@@ -178,7 +178,7 @@ def test_a_protocol_must_belong_to_its_dataset(small_omniglot, capsys, argv, mes
 
 
 def test_bad_input_is_one_line_but_a_bug_keeps_its_traceback(small_omniglot, capsys, monkeypatch):
-    import oneshot.episodes
+    import oneshot.data.episodes
 
     code, _, err = run(capsys, "eval", "--data-root", small_omniglot, "--ways", 50)
     assert code == 2 and err.count("\n") == 1
@@ -188,6 +188,6 @@ def test_bad_input_is_one_line_but_a_bug_keeps_its_traceback(small_omniglot, cap
     def bug(*a, **k):
         raise ValueError("an internal mistake")
 
-    monkeypatch.setattr(oneshot.episodes, "sample_episodes", bug)
+    monkeypatch.setattr(oneshot.data.episodes, "sample_episodes", bug)
     with pytest.raises(ValueError, match="an internal mistake"):
         main(["eval", "--data-root", str(small_omniglot)])

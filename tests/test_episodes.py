@@ -6,8 +6,8 @@ import pytest
 import torch
 from scipy import stats
 
-from oneshot.data import Split
-from oneshot.episodes import generator, sample_batch, sample_episodes
+from oneshot.data.load import Split
+from oneshot.data.episodes import generator, sample_batch, sample_episodes
 
 
 def toy_split(n_classes=30, per_class=20, groups=None, counts=None) -> Split:
@@ -110,7 +110,7 @@ def test_training_batches_are_p_by_k_distinct_classes():
 
 @pytest.mark.parametrize("pool, n", [(6, 3), (50, 3)])  # the random-keys and the sequential regime
 def test_distinct_draw_is_uniform_and_without_replacement(pool, n):
-    from oneshot.episodes import _distinct
+    from oneshot.data.episodes import _distinct
 
     sizes = torch.tensor([pool] * 20000 + [n + 1] * 100)
     pos = _distinct(sizes, n, generator(4))

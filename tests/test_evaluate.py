@@ -11,7 +11,7 @@ from oneshot.evaluate import embed_split, evaluate, score_episodes
 from oneshot.stats import holm, paired, summarize
 
 from test_episodes import toy_split
-from oneshot.episodes import sample_episodes
+from oneshot.data.episodes import sample_episodes
 
 
 def naive_accuracy(emb, episode, n_shot, classifier, distance):

@@ -20,11 +20,11 @@ import torch
 
 import conftest
 
-from oneshot import benchmark as bm
-from oneshot import lock
+from oneshot.study import benchmark as bm
+from oneshot.study import lock
 from oneshot.errors import OneshotError
-from oneshot.benchmark import wall_time
-from oneshot.executors import Options, job
+from oneshot.study.benchmark import wall_time
+from oneshot.study.executors import Options, job
 
 pytestmark = pytest.mark.slow
 
@@ -58,13 +58,13 @@ loss = "proto"
 """
 
 # Worker processes (Ray's, Slurm's) import this from $PYTHONPATH: the tiny Omniglot's sizes,
-# patched into `oneshot.omniglot` as it is imported (as the `small_omniglot` fixture does here).
+# patched into `oneshot.data.omniglot` as it is imported (as the `small_omniglot` fixture does here).
 SITECUSTOMIZE = '''
 import importlib.abc, importlib.machinery, sys
 
 class _Tiny(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name != "oneshot.omniglot":
+        if name != "oneshot.data.omniglot":
             return None
         spec = importlib.machinery.PathFinder.find_spec(name, path)
         run = spec.loader.exec_module
@@ -147,7 +147,7 @@ def test_the_plan_runs_every_configuration_at_a_seed_before_the_next_seed(study,
 
 
 def test_resources_per_run_come_from_the_flags_else_the_preset_else_defaults():
-    from oneshot.executors import with_resources
+    from oneshot.study.executors import with_resources
 
     assert (with_resources(Options(executor="ray"), {}).cpus, with_resources(Options(), {}).gpus) == (1, 0)
     assert with_resources(Options(), {}).cpus is None  # local: PyTorch's own threads (all cores)

@@ -11,9 +11,11 @@ import time
 import pytest
 import torch
 
-from oneshot import benchmark as bm
-from oneshot import runs
-from oneshot import lock, plots, provenance
+from oneshot.study import benchmark as bm
+from oneshot.study import runs
+from oneshot.study import lock
+from oneshot.report import plots
+from oneshot import provenance
 from oneshot import train as train_mod
 from oneshot.cli import main
 from oneshot.config import Config
@@ -152,7 +154,7 @@ def test_a_truncated_record_stops_the_tables_and_is_listed_by_the_benchmark(smal
 
 DRIVER = """
 import os, sys, time
-from oneshot import omniglot
+from oneshot.data import omniglot
 omniglot.SETS = {"images_background": (6, 2), "images_evaluation": (4, 2)}
 omniglot.VINYALS_SPLITS = {"train": 24, "val": 4, "test": 12, "trainval": 28}
 from oneshot.cli import main
@@ -227,7 +229,7 @@ def test_a_lock_of_a_dead_process_is_taken_over_a_live_one_is_respected(tmp_path
 
 
 def test_run_one_skips_a_run_held_by_another_driver(tmp_path):
-    from oneshot.study import Study
+    from oneshot.study.presets import Study
 
     st = Study(name="s", runs=[], eval={})
     cfg = Config(name="c")

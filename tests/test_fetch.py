@@ -1,4 +1,4 @@
-"""oneshot.fetch against a local HTTP server (never the internet)."""
+"""oneshot.data.fetch against a local HTTP server (never the internet)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from oneshot import fetch as F
+from oneshot.data import fetch as F
 from oneshot.errors import DataError, OneshotError
 
 SPLIT_TEXT = "Angelic/character01/rot000\nAngelic/character01/rot090\nGujarati/character12/rot270\n"

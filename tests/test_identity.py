@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from oneshot import records
-from oneshot import study as st_mod
+from oneshot.study import records
+from oneshot.study import presets as st_mod
 from oneshot.config import Config, from_dict, migrate
 from oneshot.errors import ConfigError, OneshotError
 from oneshot.losses import triplet

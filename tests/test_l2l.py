@@ -16,11 +16,11 @@ from PIL import Image
 from scipy import stats
 
 from conftest import png
-from oneshot.data import Split, load_split
-from oneshot.episodes import sample_episodes
+from oneshot.data.load import Split, load_split
+from oneshot.data.episodes import sample_episodes
 from oneshot.errors import DataError, OneshotError
 from oneshot.evaluate import CLASSIFIERS, evaluate
-from oneshot.l2l import episodes_from_tasks, to_metadataset, to_taskdataset
+from oneshot.data.l2l import episodes_from_tasks, to_metadataset, to_taskdataset
 
 
 def grid_split(n_classes: int = 30, n_items: int = 20, counts: list[int] | None = None) -> Split:
@@ -123,9 +123,9 @@ def test_missing_learn2learn_says_how_to_install(monkeypatch):
 
 def test_core_never_imports_learn2learn():
     # nor pytorch-metric-learning (the pml extra): only a config naming a pml: class imports it
-    code = ("import sys, oneshot, oneshot.data, oneshot.episodes, oneshot.evaluate, oneshot.train, oneshot.cli, "
-            "oneshot.l2l, oneshot.registry, oneshot.pml, oneshot.benchmark, oneshot.tables, oneshot.executors, "
-            "oneshot.runs, oneshot.verification, oneshot.verification_tables; "
+    code = ("import sys, oneshot, oneshot.data.load, oneshot.data.episodes, oneshot.evaluate, oneshot.train, oneshot.cli, "
+            "oneshot.data.l2l, oneshot.registry, oneshot.pml, oneshot.study.benchmark, oneshot.report.tables, oneshot.study.executors, "
+            "oneshot.study.runs, oneshot.verification, oneshot.report.verification; "
             "assert 'sklearn' not in sys.modules, 'sklearn imported'; "
             "assert 'learn2learn' not in sys.modules, 'learn2learn imported'; "
             "assert 'pytorch_metric_learning' not in sys.modules, 'pytorch_metric_learning imported'; "

@@ -15,8 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from oneshot import imagefolder as imf
-from oneshot import miniimagenet as mi
+from oneshot.data import imagefolder as imf
+from oneshot.data import miniimagenet as mi
 from oneshot.errors import DataError
 
 SIZES = {"train": 3, "val": 2, "test": 2}  # classes per split in the fake dataset
@@ -354,7 +354,7 @@ def test_folder_unreadable(tmp_path):
 
 
 def test_load_split_dispatch(tmp_path):
-    from oneshot.data import load_split
+    from oneshot.data.load import load_split
 
     flat_tree(tmp_path / "ds")
     s = load_split(f"folder:{tmp_path / 'ds'}", None, "train", size=8)

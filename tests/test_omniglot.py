@@ -5,9 +5,9 @@ import zipfile
 import pytest
 import torch
 
-from oneshot import omniglot
-from oneshot.cache import cache_root
-from oneshot.data import load_split
+from oneshot.data import omniglot
+from oneshot.data.cache import cache_root
+from oneshot.data.load import load_split
 from oneshot.errors import DataError
 
 

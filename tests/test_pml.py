@@ -12,10 +12,11 @@ import torch.nn.functional as F
 import pytorch_metric_learning  # noqa: F401 - installed by `make install`; a missing install must fail loudly
 from pytorch_metric_learning import distances, losses as pml_losses, miners, reducers
 
-from oneshot import losses, study
+from oneshot import losses
+from oneshot.study import presets
 from oneshot.config import Config
-from oneshot.data import load_split
-from oneshot.episodes import generator
+from oneshot.data.load import load_split
+from oneshot.data.episodes import generator
 from oneshot.errors import ConfigError
 from oneshot.pml import MinedLoss
 from oneshot.registry import build_loss

@@ -5,7 +5,7 @@ import torch
 
 from oneshot import precision
 from oneshot.config import Config
-from oneshot.episodes import generator
+from oneshot.data.episodes import generator
 from oneshot.errors import OneshotError
 from oneshot.evaluate import embed_split
 from oneshot.train import build_model, place, resolved, step_loss
@@ -37,7 +37,7 @@ needs_bf16 = pytest.mark.skipif(not precision.bf16_supported("cpu"), reason="thi
 
 @needs_bf16
 def test_bf16_step_and_embedding_stay_close_to_fp32(small_omniglot):
-    from oneshot.data import load_split
+    from oneshot.data.load import load_split
 
     split = load_split("omniglot", "vinyals", "train", small_omniglot)
     out = {}

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from oneshot import study as st_mod
+from oneshot.study import presets as st_mod
 from oneshot.errors import OneshotError
 from oneshot.train import build_model
 

@@ -13,7 +13,7 @@ from oneshot import train as train_mod
 from oneshot.cli import main
 from oneshot.config import Config, from_dict, load_config
 from oneshot.encoders import Conv4
-from oneshot.episodes import generator, sample_batch
+from oneshot.data.episodes import generator, sample_batch
 from oneshot.errors import ConfigError, OneshotError
 from oneshot.losses import FunctionLoss, KochLoss, triplet
 from oneshot.registry import build_encoder, build_loss, import_object
@@ -139,7 +139,7 @@ def test_a_loss_that_owns_parameters_is_trained_saved_and_resumed(small_omniglot
 
 
 def test_labels_are_the_classes_of_the_training_split(small_omniglot, user_code):
-    from oneshot.data import load_split
+    from oneshot.data.load import load_split
     split = load_split("omniglot", "vinyals", "train", small_omniglot, 28)
     cfg = Config(loss=f"{user_code}:scaled_triplet", batch_classes=4, batch_shots=3)
     model, loss = build_model(cfg, 1, split.n_classes)

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from oneshot import budget_tables, published, record_frames, tables
+from oneshot.report import budget, published, frames, tables
 from oneshot.cli import main
-from oneshot.study import load_preset
+from oneshot.study.presets import load_preset
 
 PRESET = """
 description = "fixture reproduction"

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from oneshot import record_frames, records, tables
+from oneshot.report import frames, tables
+from oneshot.study import records
 from oneshot.config import Config, from_dict
 
 STUDY, PROTOCOL, EPISODES = "grid", "vinyals", 200
@@ -271,7 +272,7 @@ def test_losses_from_pml_or_user_code_are_families_of_their_own():
 
 
 def test_the_results_readme_says_how_a_benchmark_was_executed():
-    from oneshot.tables import _how
+    from oneshot.report.tables import _how
 
     argv = ["cli.py", "benchmark", "--preset", "zoo", "--results", "r", "--executor", "ray", "--workers", "2",
             "--cpus=1"]

@@ -14,7 +14,7 @@ from oneshot import train as train_mod
 from oneshot.cli import main
 from oneshot.config import BUILTIN_PARAMS, Config, from_dict, load_config, migrate
 from oneshot.errors import OneshotError
-from oneshot.episodes import generator
+from oneshot.data.episodes import generator
 from oneshot.checkpoint import load_checkpoint, load_encoder
 from oneshot.train import TrainingError, build_model, train
 

@@ -149,11 +149,11 @@ def test_without_scikit_learn_the_error_says_how_to_install_it(monkeypatch):
 
 
 def test_a_verification_request_is_checked_before_any_work(small_omniglot, capsys, monkeypatch):
-    import oneshot.data
+    import oneshot.data.load
 
     def no_work(*a, **k):
         raise AssertionError("the split was loaded")
 
-    monkeypatch.setattr(oneshot.data, "load_split", no_work)
+    monkeypatch.setattr(oneshot.data.load, "load_split", no_work)
     assert main(["eval", "--data-root", str(small_omniglot), "--verification", "--pairs", "1"]) == 2
     assert "--pairs 1: a verification set needs at least 2 pairs" in capsys.readouterr().err

@@ -17,9 +17,9 @@ import torch
 
 from oneshot import losses
 from oneshot.augment import augment
-from oneshot.data import Split, load_split
+from oneshot.data.load import Split, load_split
 from oneshot.encoders import Conv4, Siamese
-from oneshot.episodes import generator, sample_batch
+from oneshot.data.episodes import generator, sample_batch
 from oneshot.memory import keep_freed_memory
 
 STEPS, ROUNDS, P, K, SIZE = 10, 3, 16, 4, 84

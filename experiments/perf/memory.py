@@ -22,7 +22,7 @@ def child(keep: bool) -> None:
     from augment import random_split  # the sibling script's random 84x84 images
 
     from oneshot.config import Config
-    from oneshot.episodes import generator
+    from oneshot.data.episodes import generator
     from oneshot.memory import keep_freed_memory
     from oneshot.train import build_model, place, step_loss
 

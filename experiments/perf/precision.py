@@ -27,10 +27,10 @@ import torch
 from augment import random_split  # the sibling script's random 84x84 images
 from train_step import oneshot_steps  # the sibling script's timed step loop
 from oneshot.config import Config
-from oneshot.data import load_split
+from oneshot.data.load import load_split
 from oneshot.memory import keep_freed_memory
 from oneshot.precision import bf16_supported
-from oneshot.study import load_preset
+from oneshot.study.presets import load_preset
 from oneshot.train import build_model, place, resolved, train
 
 ROUNDS = 5

@@ -27,11 +27,11 @@ import time
 
 import torch
 
-from oneshot.data import Split, load_split
+from oneshot.data.load import Split, load_split
 from oneshot.encoders import Conv4
-from oneshot.episodes import sample_episodes
+from oneshot.data.episodes import sample_episodes
 from oneshot.evaluate import embed_split, evaluate
-from oneshot.l2l import FloatSplit, to_taskdataset
+from oneshot.data.l2l import FloatSplit, to_taskdataset
 
 SETTINGS = ((5, 1, 15), (20, 5, 15))
 EVAL_EPISODES = 10_000

@@ -22,8 +22,8 @@ from torch import nn
 
 from oneshot import losses
 from oneshot.config import Config
-from oneshot.data import load_split
-from oneshot.episodes import generator, sample_batch
+from oneshot.data.load import load_split
+from oneshot.data.episodes import generator, sample_batch
 from oneshot.memory import keep_freed_memory
 from oneshot.train import build_model, place, resolved, step_loss
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .errors import DataError, OneshotError
+from ..errors import DataError, OneshotError
 
 TIMEOUT = 60  # seconds, per connect/read
 CHUNK = 1 << 16

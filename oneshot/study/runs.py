@@ -1,8 +1,8 @@
 """One run of a study as one job: claim it, train it (resuming), score it on the study's test
-episodes and write its records (`oneshot.records` says where and what).
+episodes and write its records (`oneshot.study.records` says where and what).
 
 A run is one (configuration, seed) of a study; its checkpoints live in
-`<runs>/<study>/<configuration>/seed<k>/`. Every executor (`oneshot.executors`) runs `run_one`.
+`<runs>/<study>/<configuration>/seed<k>/`. Every executor (`oneshot.study.executors`) runs `run_one`.
 """
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ import time
 from pathlib import Path
 
 from . import lock
-from .config import Config
-from .data import load_split
-from .episodes import test_episodes
-from .errors import OneshotError
-from .evaluate import embed_split, score_episodes
-from .provenance import provenance
+from ..config import Config
+from ..data.load import load_split
+from ..data.episodes import test_episodes
+from ..errors import OneshotError
+from ..evaluate import embed_split, score_episodes
+from ..provenance import provenance
 from .records import budget_path, record_path, run_done, score_record, settings_for, verification_path, write
-from .study import Study, main_scoring
-from .verification import PAIRS, pair_scores, sample_pairs, sklearn_metrics, verification_metrics
+from .presets import Study, main_scoring
+from ..verification import PAIRS, pair_scores, sample_pairs, sklearn_metrics, verification_metrics
 
 WAIT_S = 2.0  # how often runs held by other drivers are checked
 
@@ -28,7 +28,7 @@ WAIT_S = 2.0  # how often runs held by other drivers are checked
 def evaluate_run(st: Study, cfg: Config, run_dir: Path, results: Path, data_root, train_record: dict) -> None:
     """Score a trained run on every protocol and setting of its study; one record each. Each of
     its snapshots (`snapshot_images`) is scored too, by the study's main classifier and distance."""
-    from .checkpoint import load_encoder, snapshot_path
+    from ..checkpoint import load_encoder, snapshot_path
 
     snaps = [(n, load_encoder(run_dir, cfg.device, snapshot_path(run_dir, n).name)[0]) for n in cfg.snapshot_budgets]
     model, _ = load_encoder(run_dir, cfg.device)
@@ -68,7 +68,7 @@ def evaluate_run(st: Study, cfg: Config, run_dir: Path, results: Path, data_root
 
 def _snapshot_info(run_dir: Path, images: int) -> dict:
     """What a snapshot holds: the step and validation accuracy of the checkpoint kept at `images`."""
-    from .checkpoint import load_checkpoint, snapshot_path
+    from ..checkpoint import load_checkpoint, snapshot_path
 
     state = load_checkpoint(snapshot_path(run_dir, images))
     cfg = state["config"]
@@ -79,7 +79,7 @@ def _snapshot_info(run_dir: Path, images: int) -> dict:
 def _verify(st: Study, cfg: Config, run_dir: Path, results: Path, split, protocol: str, emb, train_record: dict) -> None:
     """Score a run on the study's verification pairs: by the study's main distance, and a Koch
     run also by its own head; one record per protocol."""
-    from .checkpoint import load_koch_head
+    from ..checkpoint import load_koch_head
 
     try:
         sklearn_metrics()
@@ -112,7 +112,7 @@ def run_one(st: Study, cfg: Config, results: Path, runs_dir: Path, data_root=Non
 
     Returns "trained", "done" (its records were written meanwhile by another driver) or "held"
     (another live driver holds it; nothing was done)."""
-    from .train import train
+    from ..train import train
 
     run_dir = run_path(runs_dir, st, cfg)
     claimed = lock.claim(run_dir)

@@ -16,20 +16,20 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .config import Config
-from .data import load_split
-from .errors import OneshotError
-from .provenance import provenance
+from ..config import Config
+from ..data.load import load_split
+from ..errors import OneshotError
+from ..provenance import provenance
 from .records import benchmark_path, record_paths, run_done, unreadable_record, write
-from .study import Study, load_preset
+from .presets import Study, load_preset
 
 if TYPE_CHECKING:
     from .executors import Options
 
 def _measure_rate(cfg: Config, data_root, steps: int = 6) -> float:
     """Training images/s of this config's encoder on this machine, from a few real steps."""
-    from .episodes import generator
-    from .train import build_model, place, step_loss
+    from ..data.episodes import generator
+    from ..train import build_model, place, step_loss
 
     split = load_split(cfg.dataset, cfg.protocol, cfg.train_split, data_root, cfg.image_size)
     model, head = build_model(cfg, split.images.shape[1], split.n_classes)  # head: the loss module
@@ -83,7 +83,7 @@ def plan(studies: list[Study], results: Path, data_root) -> list[tuple[Study, Co
 def _shown_path(path: Path) -> str:
     """A preset's file as the README shows it: `oneshot/presets/<name>.toml` for a shipped one,
     else the path relative to here (absolute when it lies elsewhere)."""
-    from .study import PRESETS
+    from .presets import PRESETS
 
     if path.resolve().parent == PRESETS:
         return f"oneshot/presets/{path.name}"
@@ -103,11 +103,11 @@ def wall_time(seconds: list[float], workers: int) -> float:
 
 def ensure_data(dataset: str, data_root=None) -> None:
     """Fetch a dataset that is missing from the data root, when it can be fetched."""
-    from .data import data_root as resolve
+    from ..data.load import data_root as resolve
 
     root = resolve(data_root)
     if dataset == "omniglot" and not (root / "omniglot").is_dir():
-        from .fetch import fetch
+        from ..data.fetch import fetch
 
         print(f"Omniglot not found under {root}; fetching it")
         root.mkdir(parents=True, exist_ok=True)
@@ -124,8 +124,8 @@ def run_benchmark(preset: str, results: Path, data_root=None, runs_dir: Path = P
     ("auto" -> bf16 where it runs natively) before finished runs are looked up. `command`: what
     made the tables, for results/README.md (default: the `oneshot benchmark` call of this preset)."""
     from .executors import Options, execute, with_resources, workers
-    from .tables import write_tables
-    from .train import resolved
+    from ..report.tables import write_tables
+    from ..train import resolved
 
     header, studies = load_preset(preset)
     for dataset in sorted({c.dataset for st in studies for c in st.runs}):

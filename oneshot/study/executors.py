@@ -25,7 +25,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from . import lock
-from .errors import OneshotError
+from ..errors import OneshotError
 from .runs import WAIT_S, run_one, run_path
 
 EXECUTORS = ("local", "ray", "slurm")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .split import Split
 
 # Episodes are drawn in chunks so memory stays bounded for large E.

@@ -1,5 +1,5 @@
 """The verification table and ROC plot of a study, from its runs' verification records
-(`records/<study>/<configuration>/seed<k>/verification/<protocol>.json`, see `oneshot.runs`).
+(`records/<study>/<configuration>/seed<k>/verification/<protocol>.json`, see `oneshot.study.runs`).
 
 A configuration trained with S seeds is shown as the mean over seeds of each metric; its 95%
 interval is 1.96 * sqrt(sd^2 / S + mean se^2): sd the standard deviation of the per-seed values,
@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import records
-from .errors import OneshotError
+from ..study import records
+from ..errors import OneshotError
 
 METRICS = [("roc_auc", "ROC AUC %", True), ("eer", "EER %", False),
            ("tar@0.001", "TAR at FAR 0.1% (%)", True), ("tar@0.01", "TAR at FAR 1% (%)", True)]

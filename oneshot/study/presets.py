@@ -28,12 +28,12 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from .config import SHORT_FORM, Config, from_dict
-from .verification import PAIRS
-from .data import check_protocol, check_scoring
-from .errors import OneshotError
+from ..config import SHORT_FORM, Config, from_dict
+from ..verification import PAIRS
+from ..data.load import check_protocol, check_scoring
+from ..errors import OneshotError
 
-PRESETS = Path(__file__).resolve().parent / "presets"
+PRESETS = Path(__file__).resolve().parent.parent / "presets"
 # The defaults of [study.eval], the one place they are set. protocols: the base config's protocol;
 # main_classifier / main_distance: the first of the lists (what the main, margin and paired tables
 # show); verification_pairs: same/different test pairs scored per run (oneshot.verification; 0: none);
@@ -146,8 +146,8 @@ def _seeds(value, where: str) -> None:
 
 def _check_eval(ev: dict, where: str, run_names: list[str]) -> None:
     """Refuse a [study.eval] no table can be made from, before anything trains."""
-    from .distances import METRICS
-    from .evaluate import CLASSIFIERS
+    from ..distances import METRICS
+    from ..evaluate import CLASSIFIERS
 
     _unknown(ev, EVAL_KEYS, where)
     if not isinstance(ev["protocols"], list) or not ev["protocols"]:

@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 
 from .published import published_rows, published_value
-from .stats import crossed
-from .records import BUDGETS
-from .record_frames import _col, _main_view, family_name, load_records, recipe_run, recipes
+from ..stats import crossed
+from ..study.records import BUDGETS
+from .frames import _col, _main_view, family_name, load_records, recipe_run, recipes
 
 
 

@@ -21,11 +21,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .config import Config, from_dict
-from .errors import OneshotError
-from .provenance import atomic_write_text, provenance
-from .stats import summarize
-from .study import Study, main_scoring, settings
+from ..config import Config, from_dict
+from ..errors import OneshotError
+from ..provenance import atomic_write_text, provenance
+from ..stats import summarize
+from .presets import Study, main_scoring, settings
 
 VERSION = 3
 SCORES = "*/*/seed*/*.json"

@@ -3,7 +3,7 @@ per score record (`load_records`), one per configuration and setting with its cr
 (`configurations`), and the names a report gives a loss (`family`, `family_name`).
 
 A record is one run (configuration and seed) scored on one protocol, setting, classifier and
-distance (`oneshot.runs`); a budget record the same for a run's snapshot at N training images.
+distance (`oneshot.study.runs`); a budget record the same for a run's snapshot at N training images.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import records
-from .config import migrate
-from .errors import OneshotError
-from .stats import crossed
-from .study import main_scoring
+from ..study import records
+from ..config import migrate
+from ..errors import OneshotError
+from ..stats import crossed
+from ..study.presets import main_scoring
 
 FAMILY_NAMES = {"contrastive-hard": "Contrastive, hardest pairs", "contrastive-active": "Contrastive, active pairs",
                 "contrastive-balanced": "Contrastive, all pairs",
@@ -117,7 +117,7 @@ def batch_shape(cfg: dict) -> str:
 
 def recipes(d: pd.DataFrame) -> list[dict]:
     """The published recipes a study reproduces (`[[study.eval.reproduces]]`): each with `label`
-    (its table row), `published` (the row of `oneshot.published` it reproduces) and `runs` (test shots, as a
+    (its table row), `published` (the row of `oneshot.report.published` it reproduces) and `runs` (test shots, as a
     string, -> the configuration trained for them)."""
     return json.loads(d.reproduces.iloc[0]) if len(d) and "reproduces" in d else []
 

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from .cache import cache_key, cached_arrays, fingerprint
 from .split import Split
 from .episodes import check_request
-from .errors import ConfigError, DataError, OneshotError
+from ..errors import ConfigError, DataError, OneshotError
 
 INSTALL_HINT = "pip install 'oneshot[l2l]' (or `make install` in a checkout)"
 NAMES = ("omniglot", "mini-imagenet")

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from .errors import OneshotError
-from .provenance import atomic_write
+from ..errors import OneshotError
+from ..provenance import atomic_write
 
 LOCK_NAME, GUARD_NAME = "run.lock", "run.lock.guard"
 HEARTBEAT_S = 30.0

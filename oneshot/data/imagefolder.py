@@ -21,7 +21,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .cache import cache_key, cached_arrays, fingerprint
 from .split import Split
-from .errors import DataError
+from ..errors import DataError
 
 SPLITS = ("train", "val", "test")
 FORMAT = 1  # bump when the decoded layout changes

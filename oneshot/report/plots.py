@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .provenance import atomic_write
+from ..provenance import atomic_write
 
 
 def _pyplot():

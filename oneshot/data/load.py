@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 
-from .errors import DataError
+from ..errors import DataError
 from .split import Split
 
 DEFAULT_ROOT = Path("data")
@@ -62,7 +62,7 @@ def load_split(
 ) -> Split:
     """Load one split by name: `omniglot` (protocols vinyals, lake, lake-within, lake-20runs),
     `miniimagenet` (protocol ravi), `folder:PATH`, or `l2l:NAME` (learn2learn's files, see
-    `oneshot.l2l`). A protocol of None means the dataset's default."""
+    `oneshot.data.l2l`). A protocol of None means the dataset's default."""
     protocol = check_protocol(dataset, protocol)
     if dataset == "omniglot":
         from .omniglot import load_omniglot

@@ -18,12 +18,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import records
-from .provenance import atomic_write_text
+from ..study import records
+from ..provenance import atomic_write_text
 from .published import published_rows, published_value
-from .record_frames import (FAMILY_NAMES, _col, _main_view, configurations, family_name, load_records, recipe_run,
-                            recipes)
-from .stats import holm, paired_crossed
+from .frames import FAMILY_NAMES, _col, _main_view, configurations, family_name, load_records, recipe_run, recipes
+from ..stats import holm, paired_crossed
 
 NO_VAL_MARK = " †"
 NO_VAL_NOTE = ("† trained without a validation split: no margin could be chosen without looking at test, "
@@ -183,8 +182,8 @@ def paired_table(df: pd.DataFrame, protocol: str) -> pd.DataFrame:
 def write_tables(results: Path, out: Path | None = None) -> list[Path]:
     """Regenerate every table and plot from `results/records`; returns the paths written."""
     from .plots import curves_plot, margin_plot
-    from .budget_tables import write_budget
-    from .verification_tables import write_verification
+    from .budget import write_budget
+    from .verification import write_verification
 
     out = out or results
     df = load_records(results)

@@ -26,7 +26,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .cache import cache_key, cached_arrays, fingerprint
 from .split import Split
-from .errors import DataError
+from ..errors import DataError
 
 PROTOCOLS = ("vinyals", "lake", "lake-within", "lake-20runs")
 SETS = {"images_background": (964, 30), "images_evaluation": (659, 20)}

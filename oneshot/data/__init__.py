@@ -1,0 +1,3 @@
+"""Datasets: find, verify and decode once (`cache`), split by protocol (`omniglot`,
+`miniimagenet`, `imagefolder` for `folder:` trees, `l2l`), and draw episodes and batches from a
+`Split` (`episodes`). `load.load_split` is the one entry point."""
