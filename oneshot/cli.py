@@ -141,9 +141,9 @@ def cmd_data(args) -> None:
 
 
 def cmd_table(args) -> None:
-    from .report.tables import write_tables
+    from .report.write import write_report
 
-    for path in write_tables(Path(args.results), Path(args.out) if args.out else None):
+    for path in write_report(Path(args.results), Path(args.out) if args.out else None):
         print(path)
 
 

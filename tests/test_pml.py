@@ -189,7 +189,7 @@ def test_missing_pml_says_how_to_install(monkeypatch):
 # ---- the zoo preset: every loss builds and takes a training step ----
 
 def test_every_loss_of_the_zoo_takes_a_training_step(small_omniglot):
-    _, (zoo,) = study.load_preset("zoo")
+    _, (zoo,) = presets.load_preset("zoo")
     configs = {c.name: c for c in zoo.runs}
     assert sum(c.loss.startswith("pml:") for c in configs.values()) >= 6
     assert {("contrastive", "hard", 0.5), ("triplet", "hard", 0.2)} <= {

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from oneshot.report import budget, published, frames, tables
+from oneshot.report import budget, frames, published, readme, tables
 from oneshot.cli import main
 from oneshot.study.presets import load_preset
 
@@ -96,19 +96,19 @@ def test_snapshots_are_scored_on_the_study_episodes(results):
 
 
 def test_main_table_has_the_recipe_row_beside_the_published_one(results):
-    df = record_frames.load_records(results)
-    main, _ = tables.main_table(record_frames.configurations(df), "vinyals")
+    df = frames.load_records(results)
+    main, _ = tables.main_table(frames.configurations(df), "vinyals")
     labels = list(main.Loss)
     assert labels[:2] == ["Triplet, batch-hard", "ProtoNet, Snell recipe (reproduced here)"]
     assert "ProtoNet (published: Snell et al. 2017)" in labels and "Prototypical" not in labels
     row = main[main.Loss == labels[1]].iloc[0]
     assert row.Batch == "4x(1+3) / 4x(2+2)"
-    conf = record_frames.configurations(df)
+    conf = frames.configurations(df)
     for col, run, shots in (("3w1s", "proto-1shot", 1), ("3w2s", "proto-2shot", 2)):
         c = conf[(conf.run == run) & (conf.shots == shots) & (conf.classifier == "nearest-prototype")].iloc[0]
         assert row[col].replace("**", "").startswith(f"{100 * c['mean']:.2f} ± {100 * c['ci95']:.2f} (2 seeds")
     # pairs: against the recipe's run for the setting's shots
-    pt = tables.paired_table(record_frames.configurations(record_frames.load_records(results)), "vinyals")
+    pt = tables.paired_table(frames.configurations(frames.load_records(results)), "vinyals")
     assert set(pt[pt.Setting == "3w1s"].Reference) == {"proto-1shot"}
     assert set(pt[pt.Setting == "3w2s"].Reference) == {"proto-2shot"}
     configurations = {c.split(" ")[0] for c in pt[pt.Setting == "3w1s"].Configuration}  # without collapse marks
@@ -116,9 +116,9 @@ def test_main_table_has_the_recipe_row_beside_the_published_one(results):
 
 
 def test_budget_table_ranks_each_loss_at_each_budget_and_the_readme_says_what_flips(results):
-    df = record_frames.load_records(results)
-    frame = budget_tables.budget_frame(results, df)
-    ranked = budget_tables.losses_at_budgets(frame)
+    df = frames.load_records(results)
+    frame = budget.budget_frame(results, df)
+    ranked = budget.losses_at_budgets(frame)
     assert sorted(set(ranked.budget)) == [16, 48, 64]
     for (n, w, s), g in ranked.groupby(["budget", "ways", "shots"]):
         assert sorted(g["rank"]) == [1, 2] and list(g.sort_values("rank")["mean"]) == sorted(g["mean"], reverse=True)
@@ -130,21 +130,21 @@ def test_budget_table_ranks_each_loss_at_each_budget_and_the_readme_says_what_fl
     assert (results / "rep" / "budget-vinyals.png").stat().st_size > 1000
     readme = (results / "README.md").read_text()
     assert "Rankings against budget, rep (vinyals" in readme
-    flipped = budget_tables.flips(ranked)
+    flipped = budget.flips(ranked)
     assert all(f"- {f}" in readme for f in flipped)
 
 
 def test_reproduced_lines_compare_with_the_published_cell(results, monkeypatch):
-    conf = record_frames.configurations(record_frames.load_records(results))
-    assert tables.reproduced(conf) == []  # the published ProtoNet row has no 3-way cells: nothing to compare
+    conf = frames.configurations(frames.load_records(results))
+    assert readme.reproduced(conf) == []  # the published ProtoNet row has no 3-way cells: nothing to compare
     monkeypatch.setitem(published.PUBLISHED, ("omniglot", "vinyals"),
                         [("ProtoNet", "Snell et al. 2017", {(3, 1): "50.0", (3, 2): "99.9"})])
-    conf = record_frames.configurations(record_frames.load_records(results))
-    rows = {r["setting"]: r for r in tables.reproduced(conf)}
+    conf = frames.configurations(frames.load_records(results))
+    rows = {r["setting"]: r for r in readme.reproduced(conf)}
     assert set(rows) == {"3w1s", "3w2s"} and rows["3w1s"]["run"] == "proto-1shot"
     for r in rows.values():
         assert r["inside"] == (abs(r["published"] - r["mean"]) <= r["ci95"])
-    lines = tables._reproduced_lines(conf)
+    lines = readme._reproduced_lines(conf)
     assert any("3w2s (run proto-2shot): published 99.9" in line for line in lines)
 
 

@@ -13,8 +13,9 @@ import pytest
 from scipy import stats
 
 from oneshot.report import frames, tables
+from oneshot.report.write import write_report
 from oneshot.study import records
-from oneshot.config import Config, from_dict
+from oneshot.config import from_dict
 
 STUDY, PROTOCOL, EPISODES = "grid", "vinyals", 200
 SETTINGS = [(5, 1, 5), (5, 5, 5), (20, 1, 5)]
@@ -105,7 +106,7 @@ def write_records(results: Path) -> dict:
 
 def configurations(root: Path):
     """What the table functions take: one row per configuration and setting."""
-    return record_frames.configurations(record_frames.load_records(root))
+    return frames.configurations(frames.load_records(root))
 
 
 @pytest.fixture
@@ -133,9 +134,9 @@ def our_rows(main) -> dict:
     """family -> row index of the main table (published rows left out)."""
     out = {}
     for i, loss in enumerate(main["Loss"]):
-        fams = [f for f, name in record_frames.FAMILY_NAMES.items() if str(loss).startswith(name)]
+        fams = [f for f, name in frames.FAMILY_NAMES.items() if str(loss).startswith(name)]
         if fams and "published" not in str(loss):
-            fam = max(fams, key=lambda f: len(record_frames.FAMILY_NAMES[f]))
+            fam = max(fams, key=lambda f: len(frames.FAMILY_NAMES[f]))
             assert fam not in out, f"two rows for {fam}"
             out[fam] = i
     return out
@@ -157,7 +158,7 @@ def test_fixture_records_have_the_intended_means(results):
     for run, (_, _, means) in RUNS.items():
         for (w, s), m in means.items():
             assert np.mean(accs[(run, w, s)]) == pytest.approx(m, abs=1e-9)
-    df = record_frames.load_records(root)
+    df = frames.load_records(root)
     assert len(df) == len(SETTINGS) * len(RUNS) + 1
 
 
@@ -193,9 +194,9 @@ def test_margin_table_has_one_row_per_margin_run(results):
     assert len(mt) == len(margin_runs), "proto (no margin) has no row; every margin run has one"
     seen = set()
     for _, row in mt.iterrows():
-        fam = [f for f, name in record_frames.FAMILY_NAMES.items() if row["Loss"].split(" †")[0].split(" ‡")[0] == name]
+        fam = [f for f, name in frames.FAMILY_NAMES.items() if row["Loss"].split(" †")[0].split(" ‡")[0] == name]
         assert len(fam) == 1, row["Loss"]
-        run = [r for r in margin_runs if record_frames.family(from_dict(RUNS[r][0]).to_dict()) == fam[0]
+        run = [r for r in margin_runs if frames.family(from_dict(RUNS[r][0]).to_dict()) == fam[0]
                and RUNS[r][0]["margin"] == number(row["Margin"])]
         assert len(run) == 1, (row["Loss"], row["Margin"])
         run = run[0]
@@ -236,7 +237,7 @@ def test_paired_table_against_the_reference_with_holm_computed_here(results):
 def test_write_tables_regenerates_the_same_bytes(results):
     root, _ = results
     out = root.parent / "out"
-    written = tables.write_tables(root, out)
+    written = write_report(root, out)
     files = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert {out / p for p in files} == set(map(Path, written)), "every file written is listed, and only those"
     names = {str(p) for p in files}
@@ -247,10 +248,10 @@ def test_write_tables_regenerates_the_same_bytes(results):
     assert all(files.values()), "no empty file"
 
     # a second call over the same tree, then a regeneration from scratch: the same bytes
-    assert tables.write_tables(root, out) == written
+    assert write_report(root, out) == written
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == files
     shutil.rmtree(out)
-    tables.write_tables(root, out)
+    write_report(root, out)
     again = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert again.keys() == files.keys()
     for name in files:
@@ -259,20 +260,20 @@ def test_write_tables_regenerates_the_same_bytes(results):
 
 def test_losses_from_pml_or_user_code_are_families_of_their_own():
     cfg = lambda **kw: from_dict(kw).to_dict()  # noqa: E731
-    assert record_frames.family(cfg(loss="triplet", mining="semihard")) == "triplet-semihard"
-    assert record_frames.family(cfg(loss="pml:CircleLoss")) == "pml:CircleLoss"
-    ms = record_frames.family(cfg(loss="pml:MultiSimilarityLoss", miner="pml:MultiSimilarityMiner"))
+    assert frames.family(cfg(loss="triplet", mining="semihard")) == "triplet-semihard"
+    assert frames.family(cfg(loss="pml:CircleLoss")) == "pml:CircleLoss"
+    ms = frames.family(cfg(loss="pml:MultiSimilarityLoss", miner="pml:MultiSimilarityMiner"))
     assert ms == "pml:MultiSimilarityLoss+pml:MultiSimilarityMiner"
-    assert record_frames.family({"loss": "proto"}) == "proto"  # a record written before miners existed
-    assert record_frames.family_name(ms) == "MultiSimilarity + MultiSimilarity miner (PML)"
-    assert record_frames.family_name("pml:ArcFaceLoss") == "ArcFace (PML)"
-    assert record_frames.family_name("mylab.losses:focal_triplet") == "focal_triplet (mylab.losses)"
-    assert record_frames.family_name("triplet-hard") == record_frames.FAMILY_NAMES["triplet-hard"]
-    assert not record_frames.has_margin(cfg(loss="pml:TripletMarginLoss"))
+    assert frames.family({"loss": "proto"}) == "proto"  # a record written before miners existed
+    assert frames.family_name(ms) == "MultiSimilarity + MultiSimilarity miner (PML)"
+    assert frames.family_name("pml:ArcFaceLoss") == "ArcFace (PML)"
+    assert frames.family_name("mylab.losses:focal_triplet") == "focal_triplet (mylab.losses)"
+    assert frames.family_name("triplet-hard") == frames.FAMILY_NAMES["triplet-hard"]
+    assert not frames.has_margin(cfg(loss="pml:TripletMarginLoss"))
 
 
 def test_the_results_readme_says_how_a_benchmark_was_executed():
-    from oneshot.report.tables import _how
+    from oneshot.report.readme import _how
 
     argv = ["cli.py", "benchmark", "--preset", "zoo", "--results", "r", "--executor", "ray", "--workers", "2",
             "--cpus=1"]

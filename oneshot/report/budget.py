@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .published import published_rows, published_value
+from .render import markdown
 from ..stats import crossed
 from ..study.records import BUDGETS
 from .frames import _col, _main_view, family_name, load_records, recipe_run, recipes
@@ -118,19 +119,22 @@ def _published(g: pd.DataFrame, protocol: str) -> dict:
     return out
 
 
-def write_budget(results: Path, out: Path, df: pd.DataFrame, put, markdown) -> tuple[list[Path], list[str]]:
-    """`budget-<protocol>.md` and `budget-<protocol>.png` in each study folder with budget records.
-    Returns (the plots written, README lines: the rankings that flip between budgets)."""
+def budget_report(results: Path, out: Path, df: pd.DataFrame) -> tuple[dict[Path, str], list[Path], list[str]]:
+    """`budget-<protocol>.md` and `budget-<protocol>.png` for each study folder under `out` with
+    budget records: ({path: text} to write, the plots drawn, README lines: the rankings that
+    flip between budgets)."""
     from .plots import budget_plot
 
     b = budget_frame(results, df)
+    texts: dict[Path, str] = {}
+    plots: list[Path] = []
+    lines: list[str] = []
     if b.empty:
-        return [], []
-    plots, lines = [], []
+        return texts, plots, lines
     for (study, protocol), g in b.groupby(["study", "protocol"], sort=True):
         ranked = losses_at_budgets(g)
         budgets = ", ".join(_images(n) for n in sorted(set(g.budget)))
-        put(out / study / f"budget-{protocol}.md",
+        texts[out / study / f"budget-{protocol}.md"] = (
             f"# {study}: {protocol}, test accuracy % against training images ({budgets})\n\n"
             "Per budget and setting each loss at its configuration with the best validation accuracy at that "
             "budget (a reproduced recipe: its run for the setting's shots); cell: rank by test accuracy, mean over "
@@ -145,4 +149,4 @@ def write_budget(results: Path, out: Path, df: pd.DataFrame, put, markdown) -> t
                   + ("no loss changes place between the smallest and the largest budget." if not flipped else
                      "between the smallest and the largest budget these orders flip:"), ""]
         lines += [f"- {f}" for f in flipped] + ([""] if flipped else [])
-    return plots, lines
+    return texts, plots, lines

@@ -18,6 +18,7 @@ import pandas as pd
 
 from ..study import records
 from ..errors import OneshotError
+from .render import markdown
 
 METRICS = [("roc_auc", "ROC AUC %", True), ("eer", "EER %", False),
            ("tar@0.001", "TAR at FAR 0.1% (%)", True), ("tar@0.01", "TAR at FAR 1% (%)", True)]
@@ -92,16 +93,16 @@ def _scorer(name: str) -> str:
     return "Koch head (sigmoid)" if name == "koch-head" else f"{name} distance"
 
 
-def write_verification(results: Path, out: Path, put, markdown) -> list[Path]:
-    """Write `verification-<protocol>.md` and `roc-<protocol>.png` in each study folder that has
-    verification records; `put(path, text)` writes a file, `markdown(df)` renders a table.
-    Returns the plots written (the tables are reported through `put`)."""
+def verification_report(results: Path, out: Path) -> tuple[dict[Path, str], list[Path]]:
+    """`verification-<protocol>.md` and `roc-<protocol>.png` for each study folder under `out`
+    whose runs have verification records: {path: text} to write, and the plots drawn."""
     from .plots import roc_plot
 
     v = load_verification(results)
+    texts: dict[Path, str] = {}
+    plots: list[Path] = []
     if v.empty:
-        return []
-    plots = []
+        return texts, plots
     for (study, protocol), s in summarize_seeds(v).groupby(["study", "protocol"], sort=True):
         raw = v[(v.study == study) & (v.protocol == protocol)]
         pairs = sorted(set(raw.pairs))
@@ -114,7 +115,7 @@ def write_verification(results: Path, out: Path, put, markdown) -> list[Path]:
         note = ("\n‡ collapsed: the best validation accuracy of at least one seed does not beat raw pixels.\n"
                 if table.Configuration.str.endswith("‡").any() else "")
         folder = out / study
-        put(folder / f"verification-{protocol}.md", head + markdown(table) + note)
+        texts[folder / f"verification-{protocol}.md"] = head + markdown(table) + note
         roc_plot(s, f"{study}: ROC on {pairs[0]} test pairs ({protocol}; seed mean)", folder / f"roc-{protocol}.png")
         plots.append(folder / f"roc-{protocol}.png")
-    return plots
+    return texts, plots

@@ -124,7 +124,7 @@ def run_benchmark(preset: str, results: Path, data_root=None, runs_dir: Path = P
     ("auto" -> bf16 where it runs natively) before finished runs are looked up. `command`: what
     made the tables, for results/README.md (default: the `oneshot benchmark` call of this preset)."""
     from .executors import Options, execute, with_resources, workers
-    from ..report.tables import write_tables
+    from ..report.write import write_report
     from ..train import resolved
 
     header, studies = load_preset(preset)
@@ -164,7 +164,7 @@ def run_benchmark(preset: str, results: Path, data_root=None, runs_dir: Path = P
     if failed:
         raise OneshotError(f"{len(failed)} of {len(todo)} runs failed (their records are missing; run the same "
                            "command again to retry only those):" + "".join(f"\n  {n}: {r}" for n, r in failed))
-    for path in write_tables(results):
+    for path in write_report(results):
         print(f"wrote {path}")
     print(f"trained {trained} of {sum(len(st.runs) for st in studies)} runs"
           + (f" ({others} by other drivers meanwhile)" if others else ""))
