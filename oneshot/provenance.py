@@ -25,6 +25,29 @@ def git_commit() -> str:
     return (head or "unknown") + ("-dirty" if dirty and head else "")
 
 
+def portable(args: list[str], roots: list[Path] | None = None) -> list[str]:
+    """A command line as a record keeps it, without this machine's paths: an absolute path (alone
+    or as `--key=path`) under one of `roots` (default: the repository and the working folder)
+    becomes relative to it, any other keeps only its last part (`.../name`)."""
+    roots = [Path(r) for r in (roots or [Path(__file__).resolve().parent.parent, Path.cwd()])]
+
+    def one(text: str) -> str:
+        if not text.startswith("/"):
+            return text
+        for root in roots:
+            try:
+                return Path(text).relative_to(root).as_posix() or "."
+            except ValueError:
+                continue
+        return f".../{Path(text).name}"
+
+    out = []
+    for a in args:
+        key, eq, value = a.partition("=")
+        out.append(f"{key}={one(value)}" if eq and key.startswith("-") else one(a))
+    return out
+
+
 def provenance(device: str = "cpu") -> dict:
     """Commit, library versions, device and timestamp of the current process."""
     import numpy
@@ -38,7 +61,7 @@ def provenance(device: str = "cpu") -> dict:
                      "torch": torch.__version__, "numpy": numpy.__version__},
         "device": device if device != "cpu" else f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)",
         "platform": platform.platform(),
-        "argv": sys.argv,
+        "argv": portable(sys.argv),
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
