@@ -1,7 +1,7 @@
 """Decode once: the files of a folder or a zip (`Files`), what one split holds (`Catalogue`),
 decoded into a uint8 cache entry (`decode_split`: images uint8 [M, C, size, size], labels int64
 [M]) with the normalisation statistics of the training split (`train_stats`). Used by
-miniimagenet and imagefolder.
+miniimagenet and imagefolder; omniglot reads its files through `Files`.
 
 Pixels: decoded with PIL, stretched to size x size only when the source differs (box filter when
 shrinking, bilinear when growing), stored channels first. Normalisation (`Split.mean`,
@@ -36,13 +36,18 @@ def hidden(name: str) -> bool:
 
 
 class Files:
-    """Files of a folder or a zip, by relative posix name; decoded one at a time."""
+    """Files of a folder or a zip, by relative posix name (hidden files and junk skipped); decoded
+    one at a time.
 
-    def __init__(self, path: Path):
-        self.path = path
+    A zip's files are named as its members; a folder's relative to the folder, or with
+    `relative_to` (a folder above it) relative to that: `Files(root / "set", relative_to=root)`
+    names the files of an extracted `set.zip` holding `set/...` as the zip does."""
+
+    def __init__(self, path: Path, relative_to: Path | None = None):
+        self.path, self._root = path, relative_to or path
         if path.is_dir():
             self._zip = None
-            self.names = sorted(p.relative_to(path).as_posix() for p in path.rglob("*")
+            self.names = sorted(p.relative_to(self._root).as_posix() for p in path.rglob("*")
                                 if p.is_file() and not hidden(p.relative_to(path).as_posix()))
         else:
             try:
@@ -52,16 +57,26 @@ class Files:
             self.names = sorted(n for n in self._zip.namelist() if not n.endswith("/") and not hidden(n))
 
     def where(self, name: str) -> str:
-        return str(self.path / name) if self._zip is None else f"{self.path}: member {name}"
+        return str(self._root / name) if self._zip is None else f"{self.path}: member {name}"
+
+    def _corrupt(self, name: str, e: BaseException) -> DataError:
+        return DataError(f"{self.where(name)}: cannot read ({e}); the file is corrupt or truncated")
+
+    def read(self, name: str) -> bytes:
+        """The bytes of file `name`."""
+        try:
+            return (self._root / name).read_bytes() if self._zip is None else self._zip.read(name)
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError) as e:
+            raise self._corrupt(name, e) from None
 
     def _open(self, name: str) -> Image.Image:
+        data = self.read(name)
         try:
-            data = (self.path / name).read_bytes() if self._zip is None else self._zip.read(name)
             return Image.open(io.BytesIO(data))
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError, Image.DecompressionBombError) as e:
-            if isinstance(e, (UnidentifiedImageError, Image.DecompressionBombError)):
-                raise DataError(f"{self.where(name)} is not a readable image ({e})") from None
-            raise DataError(f"{self.where(name)}: cannot read ({e}); the file is corrupt or truncated") from None
+        except (UnidentifiedImageError, Image.DecompressionBombError) as e:
+            raise DataError(f"{self.where(name)} is not a readable image ({e})") from None
+        except (zlib.error, EOFError, OSError) as e:
+            raise self._corrupt(name, e) from None
 
     def mode(self, name: str) -> str:
         """The image mode from the header alone."""
