@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+from oneshot.data import decode
 from oneshot.data import imagefolder as imf
 from oneshot.data import miniimagenet as mi
 from oneshot.errors import DataError
@@ -207,13 +208,13 @@ def test_broken_files_refused(tmp_path, kind):
 def decodes(monkeypatch):
     """Counts images decoded by the shared decoder."""
     calls = []
-    real = imf._decode
+    real = decode._decode
 
     def counting(source, refs, *a, **k):
         calls.append(len(refs))
         return real(source, refs, *a, **k)
 
-    monkeypatch.setattr(imf, "_decode", counting)
+    monkeypatch.setattr(decode, "_decode", counting)
     return calls
 
 

@@ -111,6 +111,36 @@ def test_extracted_tree_reads_like_the_zip(small_omniglot, tmp_path):
     assert torch.equal(from_zip.images, from_tree.images)
 
 
+def test_extracted_runs_read_like_the_zip(small_omniglot):
+    from_zip = load_split("omniglot", "lake-20runs", "test", small_omniglot)
+    folder = small_omniglot / "omniglot"
+    with zipfile.ZipFile(folder / "all_runs.zip") as z:  # its names start with runNN/, not all_runs/
+        z.extractall(folder / "all_runs")
+    (folder / "all_runs.zip").unlink()
+    from_tree = load_split("omniglot", "lake-20runs", "test", small_omniglot)
+    assert torch.equal(from_zip.images, from_tree.images) and from_zip.class_names == from_tree.class_names
+
+
+@pytest.mark.parametrize("form", ["tree", "zip"])
+def test_hidden_files_and_junk_are_skipped(small_omniglot, form):
+    clean = load_split("omniglot", "lake", "train", small_omniglot)
+    folder = small_omniglot / "omniglot"
+    zp = folder / "images_background.zip"
+    if form == "tree":  # extracted, then browsed in Finder and Explorer
+        with zipfile.ZipFile(zp) as z:
+            z.extractall(folder)
+            char = folder / z.namelist()[0].rsplit("/", 1)[0]
+        zp.unlink()
+        (char / ".DS_Store").write_bytes(b"\0Bud1")
+        (char / "Thumbs.db").write_bytes(b"junk")
+        (folder / "images_background" / ".DS_Store").write_bytes(b"\0Bud1")
+    else:  # zipped on a Mac
+        with zipfile.ZipFile(zp, "a") as z:
+            z.writestr("__MACOSX/images_background/._Bac_Alphabet_0", b"resource fork")
+            z.writestr("images_background/.DS_Store", b"\0Bud1")
+    assert torch.equal(load_split("omniglot", "lake", "train", small_omniglot).images, clean.images)
+
+
 def test_missing_dataset_says_where_it_looked_and_how_to_fetch(tmp_path):
     with pytest.raises(DataError) as e:
         load_split("omniglot", "vinyals", "test", tmp_path)

@@ -1,5 +1,5 @@
 """miniImageNet (Vinyals et al. 2016, split of Ravi & Larochelle 2017) from `<root>/miniimagenet/`,
-decoded once into the cache by `oneshot.data.imagefolder`. For each split the first form found is read:
+decoded once into the cache by `oneshot.data.decode`. For each split the first form found is read:
   (a) `<split>/<wnid>/<file>.jpg` or `<split>.zip` holding that tree (the processed release);
   (b) Ravi's flat `images/<file>.jpg` (or `images.zip`) plus `<split>.csv` (`filename,label`);
   (c) learn2learn's `mini-imagenet-cache-{train,validation,test}.pkl`.
@@ -18,9 +18,9 @@ import numpy as np
 from PIL import Image
 
 from .cache import cache_key, fingerprint
+from .decode import FORMAT, SPLITS, Catalogue, Files, check_size, decode_split, train_stats
 from .split import Split
 from ..errors import DataError
-from .imagefolder import FORMAT, SPLITS, Catalogue, Files, check_size, decode_split, train_stats
 
 STRUCTURE = {"train": (64, 600), "val": (16, 600), "test": (20, 600)}  # classes, images per class
 NATIVE = 84

@@ -1,6 +1,9 @@
 """Omniglot (Lake et al. 2015): the canonical zips (or their extracted trees), verified,
 decoded once into a uint8 cache, and split by protocol.
 
+Files: read through `decode.Files`, so hidden files and junk (.DS_Store, __MACOSX, Thumbs.db)
+are skipped, and an extracted tree is named as its zip: both give the same arrays.
+
 Pixels: the PNGs are one-bit with black ink on white; we store ink as 255 on a 0 background
 (so zero padding and rotation are neutral) and resize with PIL's box filter (area averaging).
 
@@ -14,17 +17,15 @@ Protocols:
 
 from __future__ import annotations
 
-import io
 import re
-import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from .cache import cache_key, cached_arrays, fingerprint
+from .decode import Files
 from .split import Split
 from ..errors import DataError
 
@@ -40,51 +41,26 @@ _PNG = re.compile(r"^(?P<set>images_background|images_evaluation)/(?P<alphabet>[
                   r"(?P<char>character\d+)/(?P<id>\d{4})_(?P<drawer>\d{2})\.png$")
 
 
-class _Source:
-    """Files of a zip or of an extracted tree, read by their zip-style relative name."""
+def _files(folder: Path, stem: str, top: bool = True) -> Files:
+    """The files of `<stem>.zip` or of its extracted tree `<stem>/`, named as in the zip (whose
+    names start with `<stem>/` when `top`)."""
+    if (folder / stem).is_dir():
+        return Files(folder / stem, relative_to=folder if top else None)
+    if (folder / f"{stem}.zip").is_file():
+        return Files(folder / f"{stem}.zip")
+    raise DataError(f"Omniglot file {stem}.zip not found in {folder} (nor an extracted {stem}/).\n"
+                    f"Fetch it with: {FETCH_HINT} --data-root {folder.parent}")
 
-    def __init__(self, folder: Path, stem: str):
-        self.zip_path = folder / f"{stem}.zip"
-        self.dir_path = folder / stem
-        if self.dir_path.is_dir():
-            self.path, self._zip = self.dir_path, None
-            self.names = sorted(
-                str(p.relative_to(folder)) for p in self.dir_path.rglob("*") if p.is_file()
-            )
-        elif self.zip_path.is_file():
-            self.path = self.zip_path
-            try:
-                self._zip = zipfile.ZipFile(self.zip_path)
-            except (zipfile.BadZipFile, OSError) as e:
-                raise DataError(f"{self.zip_path}: not a readable zip archive ({e})") from None
-            self.names = sorted(n for n in self._zip.namelist() if not n.endswith("/"))
-        else:
-            raise DataError(
-                f"Omniglot file {stem}.zip not found in {folder} (nor an extracted {stem}/).\n"
-                f"Fetch it with: {FETCH_HINT} --data-root {folder.parent}"
-            )
-        self.folder = folder
 
-    def read(self, name: str) -> bytes:
-        try:
-            if self._zip is None:
-                return (self.folder / name).read_bytes()
-            return self._zip.read(name)
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError) as e:
-            raise DataError(f"{self.path}: cannot read {name} ({e}); the file is corrupt or truncated") from None
-
-    def image(self, name: str, size: int) -> np.ndarray:
-        try:
-            im = Image.open(io.BytesIO(self.read(name)))
-            im.load()
-        except (UnidentifiedImageError, OSError, SyntaxError) as e:
-            raise DataError(f"{self.path}: {name} is not a readable image ({e})") from None
-        if im.size != (NATIVE, NATIVE):
-            raise DataError(f"{self.path}: {name} is {im.size[0]}x{im.size[1]}, expected {NATIVE}x{NATIVE}")
-        im = Image.eval(im.convert("L"), lambda v: 255 - v)
-        if size != NATIVE:
-            im = im.resize((size, size), Image.Resampling.BOX)
-        return np.asarray(im, dtype=np.uint8)
+def _image(files: Files, name: str, size: int) -> np.ndarray:
+    """One drawing as uint8 [size, size]: a NATIVE x NATIVE source, ink 255 on 0, box-resized."""
+    im = files.image(name)
+    if im.size != (NATIVE, NATIVE):
+        raise DataError(f"{files.where(name)} is {im.size[0]}x{im.size[1]}, expected {NATIVE}x{NATIVE}")
+    im = Image.eval(im.convert("L"), lambda v: 255 - v)
+    if size != NATIVE:
+        im = im.resize((size, size), Image.Resampling.BOX)
+    return np.asarray(im, dtype=np.uint8)
 
 
 def _decode_sets(folder: Path, size: int) -> tuple[dict[str, np.ndarray], dict]:
@@ -93,9 +69,9 @@ def _decode_sets(folder: Path, size: int) -> tuple[dict[str, np.ndarray], dict]:
 
     chars: list[tuple[str, str, str]] = []
     files: list[list[str]] = []
-    srcs: dict[str, _Source] = {}
+    srcs: dict[str, Files] = {}
     for stem, (n_chars, n_alpha) in SETS.items():
-        src = srcs[stem] = _Source(folder, stem)
+        src = srcs[stem] = _files(folder, stem)
         by_char: dict[tuple[str, str], list[tuple[str, str]]] = {}
         for name in src.names:
             m = _PNG.match(name)
@@ -117,7 +93,9 @@ def _decode_sets(folder: Path, size: int) -> tuple[dict[str, np.ndarray], dict]:
     images = np.zeros((len(chars), DRAWINGS, size, size), dtype=np.uint8)
     for c, names in enumerate(tqdm(files, desc=f"decoding Omniglot at {size}x{size}", unit="char", leave=False)):
         for d, name in enumerate(names):
-            images[c, d] = srcs[chars[c][0]].image(name, size)
+            images[c, d] = _image(srcs[chars[c][0]], name, size)
+    for src in srcs.values():
+        src.close()
     meta = {"sets": [c[0] for c in chars], "alphabets": [c[1] for c in chars],
             "characters": [c[2] for c in chars], "size": size}
     return {"images": images}, meta
@@ -125,7 +103,7 @@ def _decode_sets(folder: Path, size: int) -> tuple[dict[str, np.ndarray], dict]:
 
 def _decode_runs(folder: Path, size: int) -> tuple[dict[str, np.ndarray], dict]:
     """Decode all_runs.zip: images [20 runs, 20 classes, 2 (train, test), size, size]."""
-    src = _Source(folder, "all_runs")
+    src = _files(folder, "all_runs", top=False)
     runs = sorted({n.split("/")[0] for n in src.names if re.match(r"run\d\d/", n)})
     if len(runs) != 20:
         raise DataError(f"{src.path}: found {len(runs)} runs, expected 20")
@@ -142,8 +120,9 @@ def _decode_runs(folder: Path, size: int) -> tuple[dict[str, np.ndarray], dict]:
                             f"with 20 distinct training classes")
         for item, train in pairs:
             c = classes.index(train)
-            images[r, c, 0] = src.image(train, size)
-            images[r, c, 1] = src.image(item, size)
+            images[r, c, 0] = _image(src, train, size)
+            images[r, c, 1] = _image(src, item, size)
+    src.close()
     return {"images": images}, {"runs": runs, "size": size}
 
 
