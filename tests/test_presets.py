@@ -57,7 +57,8 @@ def test_paper_extends_the_default_grid_and_cannot_drift_from_it():
     by_dataset = {st.runs[0].dataset: st for st in studies}
     assert set(by_dataset) == {"omniglot", "miniimagenet"}
     ignore = {"steps", "augment", "precision", "val_every", "val_episodes", "dataset", "protocol", "image_size",
-              "val_ways", "val_shots", "val_queries"}
+              "val_ways", "val_shots", "val_queries", "schedule", "lr_decay_every", "lr_decay", "patience",
+              "snapshot_images"}
 
     def grid(st):
         return sorted(json.dumps({k: v for k, v in c.to_dict().items() if k not in ignore}, sort_keys=True)
@@ -70,6 +71,14 @@ def test_paper_extends_the_default_grid_and_cannot_drift_from_it():
     assert all(c.image_size == 84 and c.augment == "natural" and c.steps == 40000 for c in mini.runs)
     assert mini.eval["episodes"] >= 600 and {(5, 1, 15), (5, 5, 15)} == set(st_mod.settings(mini.eval))
     assert omni.eval["episodes"] >= 1000 and all(c.steps == 30000 for c in omni.runs)
+    _, (reproduce,) = st_mod.load_preset("reproduce")
+    rule = ("schedule", "lr_decay", "patience", "val_ways", "val_shots", "val_queries", "val_episodes")
+    siamese = next(c for c in reproduce.runs if c.loss == "contrastive")  # the reproduce preset's rule, per image
+    for c in omni.runs:
+        assert {k: getattr(c, k) for k in rule} == {k: getattr(siamese, k) for k in rule}
+        assert (c.val_every * c.batch_images, c.lr_decay_every * c.batch_images) == (
+            siamese.val_every * siamese.batch_images, siamese.lr_decay_every * siamese.batch_images)
+        assert c.snapshot_budgets == [256000, 1024000, 1440000]
     assert set(st_mod.settings(omni.eval)) == {(5, 1, 15), (5, 5, 15), (20, 1, 5), (20, 5, 5)}
 
 
