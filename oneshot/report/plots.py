@@ -27,7 +27,7 @@ def _savefig(fig, path: Path) -> None:
 
 def margin_plot(d: pd.DataFrame, protocol: str, path: Path, names: dict[str, str]) -> None:
     """Accuracy against margin, one line per loss family (and per other key that varies):
-    `d` holds rows of `record_frames.configurations(...)` for one protocol, classifier and distance;
+    `d` holds rows of `frames.configurations(...)` for one protocol, classifier and distance;
     `names` labels the families."""
     plt = _pyplot()
     clf, dist = d["main"].iloc[0]
@@ -54,7 +54,7 @@ def margin_plot(d: pd.DataFrame, protocol: str, path: Path, names: dict[str, str
 
 
 def curves_plot(df: pd.DataFrame, path: Path) -> None:
-    """Training loss and validation accuracy of every run (`record_frames.load_records(...)` rows);
+    """Training loss and validation accuracy of every run (`frames.load_records(...)` rows);
     the seeds of a configuration share a colour."""
     plt = _pyplot()
     runs = df.drop_duplicates(["run", "seed"]).sort_values(["run", "seed"])
@@ -77,7 +77,7 @@ def curves_plot(df: pd.DataFrame, path: Path) -> None:
 
 def roc_plot(s: pd.DataFrame, title: str, path: Path) -> None:
     """ROC curves, true accept rate against false accept rate (log), one per configuration and
-    scorer: rows of `verification_tables.summarize_seeds` with `far` and seed-mean `tar` arrays."""
+    scorer: rows of `verification.summarize_seeds` with `far` and seed-mean `tar` arrays."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.6, 4.2))
     for i, r in enumerate(s.sort_values(["roc_auc", "run"], ascending=[False, True]).itertuples()):
@@ -94,7 +94,7 @@ def roc_plot(s: pd.DataFrame, title: str, path: Path) -> None:
 
 def budget_plot(b: pd.DataFrame, title: str, path: Path, published: dict | None = None) -> None:
     """Test accuracy against training images (log axis), one line per configuration with its
-    95% crossed CI as a band, one panel per setting: rows of `budget_tables.budget_frame`;
+    95% crossed CI as a band, one panel per setting: rows of `budget.budget_frame`;
     `published` {(ways, shots): [(label, accuracy), ...]} draws dashed reference lines."""
     from matplotlib.ticker import FixedLocator, NullLocator
 
