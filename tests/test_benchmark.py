@@ -3,87 +3,233 @@ and the `smoke` preset end to end on the real data."""
 
 import filecmp
 import json
+import math
+import re
 
+import matplotlib.image
+import numpy as np
+import pandas as pd
 import pytest
+from scipy import stats
 
+import tiny
 from oneshot.study import benchmark as bm
 from oneshot.study import records, runs
 from oneshot.study import presets as study_mod
 from oneshot.cli import main
 from oneshot.errors import OneshotError
 
-PRESET = """
-description = "fixture study"
-[[study]]
-name = "tiny"
-[study.base]
-steps = 4
-batch_classes = 4
-batch_shots = 4
-val_every = 2
-val_ways = 3
-val_queries = 2
-val_episodes = 10
-[study.eval]
-protocols = ["vinyals"]
-settings = [[3, 1, 2], [5, 2, 3]]
-episodes = 25
-seed = 7
-classifiers = ["nearest-support", "nearest-prototype"]
-distances = ["euclidean", "cosine"]
-verification_pairs = 2000
-[[study.runs]]
-name = "contrastive-m0.5"
-loss = "contrastive"
-margin = 0.5
-[[study.runs]]
-name = "contrastive-m1.0"
-loss = "contrastive"
-margin = 1.0
-[[study.runs]]
-name = "triplet-hard-m0.5"
-loss = "triplet"
-margin = 0.5
-[[study.runs]]
-name = "proto"
-loss = "proto"
-distance = "sqeuclidean"
-
-# Lake protocols need an encoder that never saw an evaluation character, and Lake training has
-# no validation split: each run is kept at its last step and shown in the tables.
-[[study]]
-name = "tiny-lake"
-[study.base]
-protocol = "lake"
-val_split = "none"
-steps = 4
-batch_classes = 4
-batch_shots = 4
-val_every = 2
-[study.eval]
-protocols = ["lake-20runs"]
-classifiers = ["nearest-support"]
-distances = ["euclidean"]
-[[study.runs]]
-name = "contrastive-m0.5"
-loss = "contrastive"
-margin = 0.5
-[[study.runs]]
-name = "contrastive-m1.0"
-loss = "contrastive"
-margin = 1.0
-"""
+# Two studies of the tiny Omniglot: "tiny" (Vinyals split; two settings, both classifiers and
+# distances, verification) and "tiny-lake". `base` / `eval`: changes to the first study.
+def studies(base=None, eval=None) -> tuple[dict, dict]:
+    tiny_eval = {"settings": [[3, 1, 2], [5, 2, 3]], "episodes": 25, "verification_pairs": 2000,
+                 "classifiers": ["nearest-support", "nearest-prototype"], "distances": ["euclidean", "cosine"]}
+    first = tiny.study("tiny", base={"val_episodes": 10, **(base or {})}, eval={**tiny_eval, **(eval or {})},
+                       runs=[tiny.contrastive(0.5), tiny.contrastive(1.0), tiny.triplet(0.5),
+                             {**tiny.PROTO, "distance": "sqeuclidean"}])
+    # Lake protocols need an encoder that never saw an evaluation character, and Lake training has
+    # no validation split: each run is kept at its last step and shown in the tables.
+    lake = tiny.study("tiny-lake", base={"protocol": "lake", "val_split": "none", "val_ways": None,
+                                         "val_queries": None, "val_episodes": None},
+                      eval={"protocols": ["lake-20runs"], "settings": None, "episodes": None, "seed": None},
+                      runs=[tiny.contrastive(0.5), tiny.contrastive(1.0)])
+    return first, lake
 
 
 @pytest.fixture
 def preset(tmp_path):
-    p = tmp_path / "tiny.toml"
-    p.write_text(PRESET)
-    return str(p)
+    return tiny.write_preset(tmp_path / "tiny.toml", *studies(), description="fixture study")
 
 
 def bench(preset, tmp_path, root, **kw):
     bm.run_benchmark(preset, tmp_path / "results", root, runs_dir=tmp_path / "runs", progress=False, **kw)
+
+
+# What the tables and plots must hold, computed here from the records alone (one seed per run: a
+# cell is the mean ± 1.96 s / sqrt(E) over the episodes, in percent).
+
+FAMILIES = {("contrastive", "balanced"): "Contrastive, all pairs", ("triplet", "hard"): "Triplet, batch-hard",
+            ("proto", None): "Prototypical"}  # the losses of these studies, in the tables' order
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def score_records(results, study) -> list[dict]:
+    recs = [json.loads(p.read_text()) for p in sorted((results / "records" / study).glob("*/seed*/*.json"))]
+    assert recs and {r["seed"] for r in recs} == {0}, study  # the cells below are those of one seed
+    return recs
+
+
+def acc(r) -> np.ndarray:
+    return np.asarray(r["per_episode"], np.float64)
+
+
+def main_scores(results, study, protocol) -> tuple[list[str], dict]:
+    """The settings' columns ("3w1s", ... in order) and {run: (a record of it, {column: accuracies})}
+    of `protocol` at the study's main scoring (its eval's first classifier and distance)."""
+    runs = {}
+    for r in score_records(results, study):
+        ev = r["study_eval"]
+        main = ev.get("main_classifier", ev["classifiers"][0]), ev.get("main_distance", ev["distances"][0])
+        if r["protocol"] == protocol and (r["classifier"], r["distance"]) == main:
+            runs.setdefault(r["run"], (r, {}))[1][r["ways"], r["shots"]] = acc(r)
+    settings = sorted({c for _, accs in runs.values() for c in accs})
+    return [f"{w}w{s}s" for w, s in settings], {run: (r, {f"{w}w{s}s": a for (w, s), a in accs.items()})
+                                                for run, (r, accs) in runs.items()}
+
+
+def cell(a: np.ndarray) -> str:
+    return f"{100 * a.mean():.2f} ± {100 * 1.96 * a.std(ddof=1) / math.sqrt(len(a)):.2f}"
+
+
+def val_acc(r) -> float:
+    return r["train"]["best_val_acc"]  # NaN without a validation split
+
+
+def collapsed(r) -> str:
+    return " ‡" if val_acc(r) <= r["train"]["pixels_val_acc"] else ""  # not above raw pixels on validation
+
+
+def marks(r) -> str:
+    return " †" * math.isnan(val_acc(r)) + collapsed(r)
+
+
+def family(r) -> tuple:
+    loss, params = r["config"]["loss"], r["config"]["loss_params"]
+    return loss, params.get({"contrastive": "pos_weight", "triplet": "mining"}.get(loss))
+
+
+def margin(r) -> str:
+    params = r["config"]["loss_params"]
+    return f"{params['margin']:g}" if "margin" in params else "–"
+
+
+def md_rows(path) -> list[list[str]]:
+    """The cells of the Markdown table in `path`, header first."""
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")]
+            for line in path.read_text().splitlines() if line.startswith("| ")]
+    return [r for r in rows if set(r) != {"---"}]
+
+
+def check_png(path):
+    data = path.read_bytes()
+    assert data[:8] == PNG and len(data) > 5000, path.name
+    img = matplotlib.image.imread(path)
+    assert img.ndim == 3 and min(img.shape[:2]) >= 200 and img.shape[2] in (3, 4), (path.name, img.shape)
+    assert img[..., :3].std() > 0.05, f"{path.name} is nearly blank"
+
+
+def check_main_table(results, study, protocol):
+    """main-<protocol>.{csv,md,tex}: a row per loss at its run best on validation (every run of a loss
+    trained without validation), its cells the records' means and CIs, the best per column in bold;
+    then the published rows, if any."""
+    cols, runs = main_scores(results, study, protocol)
+    assert {family(r) for r, _ in runs.values()} <= set(FAMILIES)
+    chosen = []
+    for fam in FAMILIES:
+        mine = sorted(run for run, (r, _) in runs.items() if family(r) == fam)
+        validated = [run for run in mine if not math.isnan(val_acc(runs[run][0]))]
+        chosen += [min(validated, key=lambda run: (-val_acc(runs[run][0]), run))] if validated else mine
+    best = {c: max(runs[run][1][c].mean() for run in chosen) for c in cols}
+    ours = []
+    for run in chosen:
+        r, accs = runs[run]
+        cells = [f"**{cell(accs[c])}**" if accs[c].mean() == best[c] else cell(accs[c]) for c in cols]
+        ours.append([FAMILIES[family(r)] + marks(r), margin(r)] + cells)
+    folder = results / study
+    csv = pd.read_csv(folder / f"main-{protocol}.csv", dtype=str, keep_default_na=False)
+    assert list(csv.columns) == ["Loss", "Margin"] + cols
+    rows = csv.values.tolist()
+    assert rows[:len(ours)] == ours
+    assert all("(published: " in row[0] for row in rows[len(ours):])
+    assert md_rows(folder / f"main-{protocol}.md") == [list(csv.columns)] + rows
+    tex = (folder / f"main-{protocol}.tex").read_text().splitlines()
+    for row in ours:
+        cells = [re.sub(r"\*\*(.*)\*\*", r"\\textbf{\1}", c).replace("±", r"$\pm$") for c in row]
+        assert " & ".join(cells) + r" \\" in tex, row
+
+
+def check_margin_table(results, study, protocol):
+    """margins-<protocol>.md: a row per run of a margin-based loss, by loss, margin and name, with its
+    validation accuracy and cells; margins-<protocol>.png."""
+    cols, runs = main_scores(results, study, protocol)
+    order = list(FAMILIES)
+    expected = []
+    for run, (r, accs) in sorted(((run, v) for run, v in runs.items() if margin(v[0]) != "–"),
+                                 key=lambda kv: (order.index(family(kv[1][0])), float(margin(kv[1][0])), kv[0])):
+        val = "–" if math.isnan(val_acc(r)) else f"{100 * val_acc(r):.2f}"
+        expected.append([FAMILIES[family(r)] + marks(r), margin(r), run, val] + [cell(accs[c]) for c in cols])
+    assert expected
+    header = ["Loss", "Margin", "Configuration", "Val acc"] + cols
+    assert md_rows(results / study / f"margins-{protocol}.md") == [header] + expected
+    check_png(results / study / f"margins-{protocol}.png")
+
+
+def holm(p: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjustment: the k-th smallest p times (m - k), never below the one before, at most 1."""
+    order = np.argsort(p, kind="stable")
+    out = np.empty(len(p))
+    out[order] = np.minimum(1.0, np.maximum.accumulate((len(p) - np.arange(len(p))) * p[order]))
+    return out
+
+
+def check_paired_table(results, study, protocol):
+    """paired-<protocol>.md: per setting, every run against the run best on validation (named in each
+    row), by mean; the differences, paired t-test p-values and their Holm adjustment from the
+    per-episode accuracies."""
+    cols, runs = main_scores(results, study, protocol)
+    ref = min(runs, key=lambda run: (-val_acc(runs[run][0]), run))
+    expected = []
+    for c in cols:
+        b = runs[ref][1][c]
+        others = sorted((run for run in runs if run != ref), key=lambda run: (-runs[run][1][c].mean(), run))
+        accs = [runs[run][1][c] for run in others]
+        p = np.array([stats.ttest_rel(a, b).pvalue if (a != b).any() else 1.0 for a in accs])
+        expected += [[c, run + marks(runs[run][0]), ref, "1", cell(a - b), f"{pi:.2g}", f"{adj:.2g}"]
+                     for run, a, pi, adj in zip(others, accs, p, holm(p))]
+    rows = md_rows(results / study / f"paired-{protocol}.md")
+    assert rows == [["Setting", "Configuration", "Reference", "Seeds", "Difference", "p", "p Holm"]] + expected
+    for c in cols:  # Holm: in the order of the raw p-values the adjusted ones never fall, nor below the raw
+        p, adj = (np.array([float(row[k]) for row in rows[1:] if row[0] == c]) for k in (5, 6))
+        assert len(p) == len(runs) - 1
+        assert np.all(np.diff(adj[np.lexsort((adj, p))]) >= 0) and np.all((adj >= p) & (adj <= 1))
+
+
+def check_verification_table(results, study, protocol):
+    """verification-<protocol>.md: a row per run, by ROC AUC, each metric the record's value ± 1.96 se,
+    the best per column in bold (lowest EER); roc-<protocol>.png."""
+    metrics = [("roc_auc", max), ("eer", min), ("0.001", max), ("0.01", max)]
+    rows = []
+    for path in sorted((results / "records" / study).glob(f"*/seed0/verification/{protocol}.json")):
+        r = json.loads(path.read_text())
+        for scorer, m in r["scores"].items():
+            values = [m[k] if k in m else m["tar_at_far"][k] for k, _ in metrics]
+            rows.append((r["run"], collapsed(r), f"{scorer} distance", [(v["value"], v["se"]) for v in values]))
+    assert rows
+    best = [pick(row[3][i][0] for row in rows) for i, (_, pick) in enumerate(metrics)]
+    expected = []
+    for run, mark, scorer, values in sorted(rows, key=lambda row: (-row[3][0][0], row[0], row[2])):
+        cells = [f"{100 * v:.2f} ± {100 * 1.96 * se:.2f}" for v, se in values]
+        expected.append([run + mark, scorer, "1"] + [f"**{c}**" if v == b else c
+                                                     for c, (v, _), b in zip(cells, values, best)])
+    header = ["Configuration", "Scored by", "Seeds", "ROC AUC %", "EER %", "TAR at FAR 0.1% (%)", "TAR at FAR 1% (%)"]
+    assert md_rows(results / study / f"verification-{protocol}.md") == [header] + expected
+    check_png(results / study / f"roc-{protocol}.png")
+
+
+def check_study_files(results, study):
+    """all-scores.csv: a row per score record with its mean, CI and validation accuracy; curves.png."""
+    recs = score_records(results, study)
+    csv = pd.read_csv(results / study / "all-scores.csv")
+    key = ["run", "seed", "protocol", "ways", "shots", "classifier", "distance"]
+    assert len(csv) == len(recs) and not csv.duplicated(key).any() and set(csv.study) == {study}
+    rows = csv.set_index(key)
+    for r in recs:
+        row = rows.loc[tuple(r[k] for k in key)]
+        assert row["mean"] == pytest.approx(acc(r).mean(), abs=2e-6)
+        assert row["ci95"] == pytest.approx(r["ci95"], abs=1e-6) and row["episodes"] == len(r["per_episode"])
+        assert row["family"] == "-".join(filter(None, family(r)))
+        assert row["val_acc"] == pytest.approx(val_acc(r), abs=1e-6, nan_ok=True)
+    check_png(results / study / "curves.png")
 
 
 def test_records_tables_and_byte_for_byte_regeneration(small_omniglot, tmp_path, preset, capsys):
@@ -101,23 +247,22 @@ def test_records_tables_and_byte_for_byte_regeneration(small_omniglot, tmp_path,
     # every configuration is scored on the same episodes: same count, same seed
     vin = [json.loads(p.read_text()) for p in records if "vinyals-5w2s-nearest-support-euclidean" in p.name]
     assert len(vin) == 4 and {len(v["per_episode"]) for v in vin} == {25}
-    for name in ("main-vinyals.md", "main-vinyals.tex", "main-vinyals.csv", "margins-vinyals.md",
-                 "margins-vinyals.png", "paired-vinyals.md", "curves.png", "all-scores.csv",
-                 "verification-vinyals.md", "roc-vinyals.png"):
-        assert (results / "tiny" / name).is_file(), name
+    # the tables and plots hold what the records say (the paired table: the next test)
+    for study, protocol in (("tiny", "vinyals"), ("tiny-lake", "lake-20runs")):
+        check_main_table(results, study, protocol)
+        check_margin_table(results, study, protocol)
+        check_study_files(results, study)
+    check_verification_table(results, "tiny", "vinyals")
+    assert not (results / "tiny-lake" / "paired-lake-20runs.md").exists()  # nothing validated: no reference
     # verification: every run scored on the same seeded pairs; none for the fixed Lake episodes
     ver = [json.loads(p.read_text()) for p in sorted((results / "records" / "tiny").glob("*/seed0/verification/*.json"))]
     assert [v["run"] for v in ver] == ["contrastive-m0.5", "contrastive-m1.0", "proto", "triplet-hard-m0.5"]
     assert all(list(v["scores"]) == ["euclidean"] and v["scores"]["euclidean"]["pairs"]["same"] == 1000
                and v["pair_seed"] == 7 for v in ver)
     assert not list((results / "records" / "tiny-lake").glob("*/seed0/verification"))
-    vt = (results / "tiny" / "verification-vinyals.md").read_text()
-    assert vt.count("| euclidean distance | 1 |") == 4 and "2000 pairs" in vt
-    lake_md = (results / "tiny-lake" / "main-lake-20runs.md").read_text()
-    assert lake_md.count("| Contrastive, all pairs †") == 2 and "without a validation split" in lake_md
-    main_md = (results / "tiny" / "main-vinyals.md").read_text()
-    assert "ProtoNet (published" in main_md and main_md.count("**") >= 4
-    assert "| Contrastive, all pairs |" in main_md and "| Prototypical | – |" in main_md
+    assert "2000 pairs" in (results / "tiny" / "verification-vinyals.md").read_text()
+    assert "ProtoNet (published: Snell et al. 2017)" in (results / "tiny" / "main-vinyals.md").read_text()
+    assert "without a validation split" in (results / "tiny-lake" / "main-lake-20runs.md").read_text()
     # the command that was run (here the API's, with the preset's own path), not a make target it never was
     assert f"- command: `oneshot benchmark --preset {preset}` (preset file `{preset}`)" in (results / "README.md").read_text()
 
@@ -132,10 +277,7 @@ def test_records_tables_and_byte_for_byte_regeneration(small_omniglot, tmp_path,
 
 def test_paired_table_compares_against_the_best_with_holm(small_omniglot, tmp_path, preset):
     bench(preset, tmp_path, small_omniglot)
-    text = (tmp_path / "results" / "tiny" / "paired-vinyals.md").read_text()
-    rows = [line for line in text.splitlines() if line.startswith("| 3w1s")]
-    assert len(rows) == 3  # 4 configurations, each but the best against the best
-    assert "p Holm" in text
+    check_paired_table(tmp_path / "results", "tiny", "vinyals")  # per setting, 3 configurations against the 4th
 
 
 def test_a_killed_benchmark_continues_where_it_stopped(small_omniglot, tmp_path, preset, monkeypatch):
@@ -175,15 +317,19 @@ def test_a_killed_benchmark_continues_where_it_stopped(small_omniglot, tmp_path,
 @pytest.mark.slow
 def test_smoke_preset_end_to_end_on_real_data(real_root, tmp_path):
     bm.run_benchmark("smoke", tmp_path / "results", real_root, runs_dir=tmp_path / "runs", progress=False)
-    main_md = (tmp_path / "results" / "omniglot-smoke" / "main-vinyals.md").read_text()
-    assert "5w1s" in main_md and "20w1s" in main_md
-    rec = json.loads(next((tmp_path / "results" / "records").glob("omniglot-smoke/proto/seed0/vinyals-5w1s-*.json")).read_text())
+    results = tmp_path / "results"
+    rec = json.loads(next((results / "records").glob("omniglot-smoke/proto/seed0/vinyals-5w1s-*.json")).read_text())
     assert rec["episodes"] == 100 and rec["train"]["status"] == "finished"
+    for study, protocols in (("omniglot-smoke", ["vinyals"]), ("omniglot-lake-smoke", ["lake-within", "lake-20runs"])):
+        check_study_files(results, study)
+        for protocol in protocols:
+            check_main_table(results, study, protocol)
+            check_margin_table(results, study, protocol)
+    check_paired_table(results, "omniglot-smoke", "vinyals")
     # verification on the Vinyals test split and on Lake's evaluation alphabets (not the fixed 20 runs)
     for study, protocol in (("omniglot-smoke", "vinyals"), ("omniglot-lake-smoke", "lake-within")):
-        assert (tmp_path / "results" / study / f"verification-{protocol}.md").is_file()
-        assert (tmp_path / "results" / study / f"roc-{protocol}.png").is_file()
-    assert not (tmp_path / "results" / "omniglot-lake-smoke" / "verification-lake-20runs.md").exists()
+        check_verification_table(results, study, protocol)
+    assert not (results / "omniglot-lake-smoke" / "verification-lake-20runs.md").exists()
 
 
 def test_missing_omniglot_is_fetched_present_is_not(tmp_path, monkeypatch):
@@ -213,40 +359,13 @@ def test_an_image_folder_runs_through_the_benchmark(tmp_path):
                 path = tmp_path / "photos" / split / f"{split}-class{c}" / f"{i}.jpg"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(pixels).save(path)
-    preset = tmp_path / "folder.toml"
-    preset.write_text(f"""
-description = "a folder of photos"
-[[study]]
-name = "photos"
-[study.base]
-dataset = "folder:{(tmp_path / 'photos').as_posix()}"
-protocol = "splits"
-image_size = 16
-augment = "natural"
-steps = 3
-batch_classes = 3
-batch_shots = 2
-val_every = 3
-val_ways = 3
-val_queries = 2
-val_episodes = 5
-[study.eval]
-protocols = ["splits"]
-settings = [[3, 1, 5]]
-episodes = 20
-seed = 1
-classifiers = ["nearest-support"]
-distances = ["euclidean"]
-[[study.runs]]
-name = "triplet-hard-m0.2"
-loss = "triplet"
-margin = 0.2
-[[study.runs]]
-name = "proto"
-loss = "proto"
-normalize = false
-""")
-    bench(str(preset), tmp_path, tmp_path)
+    base = {"dataset": f"folder:{(tmp_path / 'photos').as_posix()}", "protocol": "splits", "image_size": 16,
+            "augment": "natural", "steps": 3, "batch_classes": 3, "batch_shots": 2, "val_every": 3}
+    photos = tiny.study("photos", base=base, eval={"protocols": ["splits"], "settings": [[3, 1, 5]], "episodes": 20,
+                                                   "seed": 1},
+                        runs=[tiny.triplet(0.2), {**tiny.PROTO, "normalize": False}])
+    preset = tiny.write_preset(tmp_path / "folder.toml", photos, description="a folder of photos")
+    bench(preset, tmp_path, tmp_path)
     records = sorted((tmp_path / "results" / "records" / "photos").glob("*/seed0/splits-3w1s-*.json"))
     assert [p.parent.parent.name for p in records] == ["proto", "triplet-hard-m0.2"]
     a, b = (json.loads(p.read_text()) for p in records)
@@ -283,15 +402,14 @@ def test_device_and_layout_are_provenance_not_identity(small_omniglot, tmp_path,
             assert not records.run_done(results, st, cfg.with_overrides(["lr=0.01"]))
 
 
-@pytest.mark.parametrize("edit, message", [
-    (('protocols = ["vinyals"]', 'protocols = ["vinyals", "lake-20runs"]'), "has seen characters"),
-    (("[study.base]\nsteps = 4", '[study.base]\nprotocol = "ravi"\nsteps = 4'), "unknown Omniglot protocol 'ravi'"),
+@pytest.mark.parametrize("change, message", [
+    ({"eval": {"protocols": ["vinyals", "lake-20runs"]}}, "has seen characters"),
+    ({"base": {"protocol": "ravi"}}, "unknown Omniglot protocol 'ravi'"),
 ])
-def test_presets_are_checked_against_their_datasets(tmp_path, edit, message):
-    p = tmp_path / "bad.toml"
-    p.write_text(PRESET.replace(*edit, 1))
+def test_presets_are_checked_against_their_datasets(tmp_path, change, message):
+    bad = tiny.write_preset(tmp_path / "bad.toml", *studies(**change), description="fixture study")
     with pytest.raises(OneshotError, match=message):
-        study_mod.load_preset(str(p))
+        study_mod.load_preset(bad)
 
 
 @pytest.mark.slow

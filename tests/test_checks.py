@@ -4,6 +4,7 @@ unknown and missing keys, main scoring among the lists), `oneshot table` on an e
 
 import pytest
 
+import tiny
 from oneshot.study import benchmark as bm
 from oneshot.study import presets as st_mod
 from oneshot.cli import main
@@ -47,46 +48,35 @@ def test_train_refuses_a_bad_setting_in_one_line_before_any_work(tmp_path, capsy
     assert not (tmp_path / "run").exists()
 
 
-BASE = """
-[[study]]
-name = "s"
-[study.base]
-steps = 2
-batch_classes = 4
-[study.eval]
-settings = [[5, 1, 5]]
-[[study.runs]]
-name = "a"
-loss = "triplet"
-"""
+def preset(header=None, **study) -> str:
+    """One study "s" with one run "a" (triplet); `study`: changes of `tiny.study`, `header`: top-level keys."""
+    return tiny.tiny_preset(tiny.study("s", **{"runs": [{"name": "a", "loss": "triplet"}], **study}),
+                            **(header or {}))
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda t: t.replace("settings =", "setings ="), "unknown key 'setings'; known keys: protocols, settings"),
-    (lambda t: t.replace("[study.eval]\nsettings = [[5, 1, 5]]", "[study.eval]\nepisodes = 10"), "settings is required"),
-    (lambda t: t.replace("settings = [[5, 1, 5]]", "settings = [[5, 1, 5]]\nepisodes = 10"), None),
-    (lambda t: t.replace("settings = [[5, 1, 5]]", 'settings = [[5, 1, 5]]\ndistances = ["cosine"]\n'
-                         'main_distance = "euclidean"'), "main_distance = 'euclidean' is not among distances"),
-    (lambda t: t.replace("settings = [[5, 1, 5]]", 'settings = [[5, 1, 5]]\nclassifiers = ["nearest"]'),
+@pytest.mark.parametrize("change, message", [
+    (dict(eval={"settings": None, "setings": [[5, 1, 5]]}), "unknown key 'setings'; known keys: protocols, settings"),
+    (dict(eval={"settings": None}), "settings is required"),
+    ({}, None),
+    (dict(eval={"distances": ["cosine"], "main_distance": "euclidean"}),
+     "main_distance = 'euclidean' is not among distances"),
+    (dict(eval={"classifiers": ["nearest"]}),
      "classifiers must be a non-empty list of nearest-support, nearest-prototype"),
-    (lambda t: t.replace("settings = [[5, 1, 5]]", "settings = [[5, 0, 5]]"), "settings must be a non-empty list"),
-    (lambda t: t.replace("steps = 2", "stepz = 2"), "[study.base]: unknown key 'stepz'"),
-    (lambda t: t.replace('loss = "triplet"', 'loss = "triplet"\nmargn = 0.1'), "run 'a': unknown key 'margn'"),
-    (lambda t: t.replace("steps = 2", "steps = 0"), "run 'a': config key 'steps' = 0 is out of range"),
-    (lambda t: "seedz = [0]\n" + t, "unknown key 'seedz'"),
-    (lambda t: "seeds = [-1]\n" + t, "seeds must be a non-empty list of whole numbers >= 0"),
-    (lambda t: "[resources]\ncpu = 2\n" + t, "[resources]: unknown key 'cpu'"),
-    (lambda t: t.replace('name = "s"', 'name = "s"\nbse = 1'), "study 's': unknown key 'bse'"),
-    (lambda t: t.replace("settings = [[5, 1, 5]]", 'settings = [[5, 1, 5]]\nprotocols = ["ravi"]'),
-     "unknown Omniglot protocol 'ravi'"),
-    (lambda t: t.replace("settings = [[5, 1, 5]]", 'settings = [[5, 1, 5]]\n[[study.eval.reproduces]]\n'
-                         'label = "x"\npublished = "ProtoNet"\nruns = { "1" = "b" }'), "must map test shots"),
+    (dict(eval={"settings": [[5, 0, 5]]}), "settings must be a non-empty list"),
+    (dict(base={"steps": None, "stepz": 2}), "[study.base]: unknown key 'stepz'"),
+    (dict(runs=[{"name": "a", "loss": "triplet", "margn": 0.1}]), "run 'a': unknown key 'margn'"),
+    (dict(base={"steps": 0}), "run 'a': config key 'steps' = 0 is out of range"),
+    (dict(header={"seedz": [0]}), "unknown key 'seedz'"),
+    (dict(header={"seeds": [-1]}), "seeds must be a non-empty list of whole numbers >= 0"),
+    (dict(header={"resources": {"cpu": 2}}), "[resources]: unknown key 'cpu'"),
+    (dict(bse=1), "study 's': unknown key 'bse'"),
+    (dict(eval={"protocols": ["ravi"]}), "unknown Omniglot protocol 'ravi'"),
+    (dict(eval={"reproduces": [{"label": "x", "published": "ProtoNet", "runs": {"1": "b"}}]}), "must map test shots"),
 ])
-def test_every_table_of_a_preset_is_checked_before_planning(tmp_path, edit, message, monkeypatch, capsys):
-    text = edit(BASE)
+def test_every_table_of_a_preset_is_checked_before_planning(tmp_path, change, message, monkeypatch, capsys):
     path = tmp_path / "p.toml"
-    path.write_text(text)
-    if message is None:  # a valid edit: loads
+    path.write_text(preset(**change))
+    if message is None:  # the tiny study itself: loads
         st_mod.load_preset(str(path))
         return
     with pytest.raises(OneshotError) as e:

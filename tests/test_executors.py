@@ -19,6 +19,7 @@ import pytest
 import torch
 
 import conftest
+import tiny
 
 from oneshot.study import benchmark as bm
 from oneshot.study import lock
@@ -29,33 +30,14 @@ from oneshot.study.executors import Options, job
 pytestmark = pytest.mark.slow
 
 # Long enough (a few seconds per run on one thread) to kill a worker after its first checkpoint.
-PRESET = """
-description = "two runs"
-[[study]]
-name = "x"
-[study.base]
-steps = 160
-batch_classes = 4
-batch_shots = 4
-val_every = 20
-val_ways = 3
-val_queries = 2
-val_episodes = 5
-[study.eval]
-protocols = ["vinyals"]
-settings = [[3, 1, 2]]
-episodes = 20
-seed = 7
-classifiers = ["nearest-support"]
-distances = ["euclidean", "cosine"]
-[[study.runs]]
-name = "contrastive-m0.5"
-loss = "contrastive"
-margin = 0.5
-[[study.runs]]
-name = "proto"
-loss = "proto"
-"""
+STUDY = tiny.study("x", base={"steps": 160, "val_every": 20},
+                   eval={"episodes": 20, "distances": ["euclidean", "cosine"]})
+
+
+def write_preset(path: Path, **header) -> str:
+    """Study "x" (contrastive-m0.5 and proto) at `path`, with the preset's top-level keys `header`."""
+    return tiny.write_preset(path, STUDY, description="two runs", **header)
+
 
 # Worker processes (Ray's, Slurm's) import this from $PYTHONPATH: the tiny Omniglot's sizes,
 # patched into `oneshot.data.omniglot` as it is imported (as the `small_omniglot` fixture does here).
@@ -89,9 +71,7 @@ def study(small_omniglot, tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     n = torch.get_num_threads()
     torch.set_num_threads(1)
-    preset = tmp_path / "x.toml"
-    preset.write_text(PRESET)
-    yield str(preset), small_omniglot
+    yield write_preset(tmp_path / "x.toml"), small_omniglot
     torch.set_num_threads(n)
 
 
@@ -139,9 +119,9 @@ def test_dry_run_names_workers_and_wall_time(study, tmp_path, capsys):
 
 
 def test_the_plan_runs_every_configuration_at_a_seed_before_the_next_seed(study, tmp_path, capsys):
-    preset, root = study
-    (tmp_path / "s.toml").write_text("seeds = [0, 1]\n" + Path(preset).read_text())
-    bm.run_benchmark(str(tmp_path / "s.toml"), tmp_path / "r", root, runs_dir=tmp_path / "runs", dry_run=True)
+    _, root = study
+    two_seeds = write_preset(tmp_path / "s.toml", seeds=[0, 1])
+    bm.run_benchmark(two_seeds, tmp_path / "r", root, runs_dir=tmp_path / "runs", dry_run=True)
     lines = re.findall(r"^  x/(\S+) seed (\d):", capsys.readouterr().out, re.M)
     assert lines == [("contrastive-m0.5", "0"), ("proto", "0"), ("contrastive-m0.5", "1"), ("proto", "1")]
 
@@ -163,10 +143,9 @@ def test_resources_per_run_come_from_the_flags_else_the_preset_else_defaults():
 
 
 def test_a_presets_resources_set_the_workers_of_the_plan(study, tmp_path, capsys):
-    preset, root = study
-    text = Path(preset).read_text().replace('description = "two runs"', 'description = "two runs"\n[resources]\ncpus = 2')
-    (tmp_path / "r.toml").write_text(text)
-    bm.run_benchmark(str(tmp_path / "r.toml"), tmp_path / "r", root, runs_dir=tmp_path / "runs", dry_run=True,
+    _, root = study
+    two_cpus = write_preset(tmp_path / "r.toml", resources={"cpus": 2})
+    bm.run_benchmark(two_cpus, tmp_path / "r", root, runs_dir=tmp_path / "runs", dry_run=True,
                      executor=Options(executor="ray"))
     n = max(1, (os.cpu_count() or 1) // 2)
     assert f"executor ray: {n} worker{'s' if n > 1 else ''} available" in capsys.readouterr().out

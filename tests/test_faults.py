@@ -11,6 +11,7 @@ import time
 import pytest
 import torch
 
+import tiny
 from oneshot.study import benchmark as bm
 from oneshot.study import runs
 from oneshot.study import lock
@@ -22,35 +23,12 @@ from oneshot.config import Config
 from oneshot.errors import OneshotError
 from oneshot.train import train
 
-TINY = dict(steps=4, val_every=2, batch_classes=4, batch_shots=4, val_ways=3, val_queries=2, val_episodes=5)
+TINY = tiny.BASE  # a config of 4 steps
 
-PRESET = """
-description = "two runs"
-[[study]]
-name = "f"
-[study.base]
-steps = 2
-batch_classes = 4
-batch_shots = 4
-val_every = 2
-val_ways = 3
-val_queries = 2
-val_episodes = 5
-[study.eval]
-protocols = ["vinyals"]
-settings = [[3, 1, 2]]
-episodes = 10
-seed = 7
-classifiers = ["nearest-support"]
-distances = ["euclidean"]
-[[study.runs]]
-name = "contrastive-m0.5"
-loss = "contrastive"
-margin = 0.5
-[[study.runs]]
-name = "proto"
-loss = "proto"
-"""
+
+def write_preset(path, runs=tiny.RUNS) -> str:
+    """Study "f" of two-step runs (contrastive-m0.5 and proto unless `runs` says otherwise)."""
+    return tiny.write_preset(path, tiny.study("f", base={"steps": 2}, runs=runs), description="two runs")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -123,12 +101,11 @@ def test_eval_of_a_corrupt_best_pt_is_one_line_naming_it(tmp_path, capsys):
 # 2. Corrupt records
 
 def test_a_truncated_record_stops_the_tables_and_is_listed_by_the_benchmark(small_omniglot, tmp_path, capsys):
-    preset = tmp_path / "f.toml"
-    preset.write_text(PRESET)
+    preset = write_preset(tmp_path / "f.toml")
     results = tmp_path / "results"
 
     def bench(**kw):
-        bm.run_benchmark(str(preset), results, small_omniglot, runs_dir=tmp_path / "runs", progress=False, **kw)
+        bm.run_benchmark(preset, results, small_omniglot, runs_dir=tmp_path / "runs", progress=False, **kw)
 
     bench()
     record = next(results.glob("records/f/proto/seed0/*.json"))
@@ -166,12 +143,10 @@ sys.exit(main(sys.argv[3:]))
 
 
 def test_two_drivers_train_each_run_once(small_omniglot, tmp_path):
-    preset = tmp_path / "two.toml"
-    preset.write_text(PRESET.replace('[[study.runs]]\nname = "proto"', '[[study.runs]]\nname = "contrastive-m1.0"\n'
-                                     'loss = "contrastive"\nmargin = 1.0\n[[study.runs]]\nname = "proto"'))
+    preset = write_preset(tmp_path / "two.toml", [tiny.contrastive(0.5), tiny.contrastive(1.0), tiny.PROTO])
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     go = tmp_path / "go"
-    args = ["benchmark", "--preset", str(preset), "--results", str(tmp_path / "results"),
+    args = ["benchmark", "--preset", preset, "--results", str(tmp_path / "results"),
             "--runs", str(tmp_path / "runs"), "--data-root", str(small_omniglot)]
     drivers = [subprocess.Popen([sys.executable, "-c", DRIVER, str(tmp_path / f"d{k}"), str(go), *args],
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -1,11 +1,16 @@
-"""Presets: every committed one loads and builds its runs; grids, seeds and `extends`."""
+"""Presets: every committed one loads, builds its runs and takes a training step with each; grids, seeds and
+`extends`."""
 
+import dataclasses
 import json
 
 import pytest
 import torch
 
+import tiny
 from oneshot.study import presets as st_mod
+from oneshot.data.load import load_split
+from oneshot.data.split import Split
 from oneshot.errors import OneshotError
 from oneshot.train import build_model
 
@@ -30,6 +35,37 @@ def test_every_committed_preset_loads_and_its_models_build(name):
             model, loss = build_model(cfg, channels, num_classes=64)
             emb = model.eval()(torch.zeros(2, channels, cfg.image_size, cfg.image_size))
             assert emb.shape[0] == 2 and callable(loss)
+
+
+def random_split(channels: int, size: int, n_classes: int = 24, per_class: int = 20) -> Split:
+    """A training split of random images (miniImageNet's 3 channels, at a small size)."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n_classes * per_class, channels, size, size), dtype=torch.uint8, generator=g)
+    return Split("train", images, torch.arange(n_classes).repeat_interleave(per_class),
+                 [f"class{i}" for i in range(n_classes)], mean=(0.5,) * channels, std=(0.25,) * channels)
+
+
+@pytest.mark.parametrize("name", COMMITTED)
+def test_every_configuration_of_every_committed_preset_takes_a_training_step(name, small_omniglot, one_thread):
+    """Each configuration's loss, miner, encoder, precision and augmentation on its own batch shape
+    (shots and supports as configured; at most 6 classes), on the tiny Omniglot or, for
+    miniImageNet, random 3-channel images at 20x20."""
+    splits = {}
+    for st in st_mod.load_preset(name)[1]:
+        for cfg in {c.name: c for c in st.runs}.values():
+            label = f"{name}/{st.name}/{cfg.name}"
+            if cfg.dataset == "miniimagenet":
+                cfg = dataclasses.replace(cfg, image_size=20)
+            key = (cfg.dataset, cfg.protocol, cfg.train_split, cfg.image_size)
+            if key not in splits:
+                splits[key] = (random_split(3, cfg.image_size) if cfg.dataset == "miniimagenet" else
+                               load_split(cfg.dataset, cfg.protocol, cfg.train_split, small_omniglot, cfg.image_size))
+            split = splits[key]
+            cfg = dataclasses.replace(cfg, batch_classes=min(cfg.batch_classes, 6, split.n_classes))
+            loss, n, encoder_moved, own_moved = tiny.training_step(cfg, split)
+            assert n == cfg.batch_classes * cfg.batch_shots and loss.dim() == 0 and torch.isfinite(loss), label
+            assert encoder_moved, f"{label}: the encoder did not move"
+            assert own_moved in (True, None), f"{label}: the loss's parameters did not move"
 
 
 def _key(c):

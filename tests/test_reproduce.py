@@ -5,70 +5,27 @@ import json
 
 import pytest
 
+import tiny
 from oneshot.report import budget, frames, published, readme, tables
 from oneshot.cli import main
 from oneshot.study.presets import load_preset
 
-PRESET = """
-description = "fixture reproduction"
-seeds = [0, 1]
-[[study]]
-name = "rep"
-[study.base]
-schedule = "step"
-lr_decay_every = 2
-val_every = 2
-val_ways = 3
-val_queries = 2
-val_episodes = 10
-patience = 3
-snapshot_images = [16, 48]
-[study.eval]
-protocols = ["vinyals"]
-settings = [[3, 1, 2], [3, 2, 2]]
-episodes = 20
-seed = 7
-classifiers = ["nearest-support", "nearest-prototype"]
-distances = ["euclidean"]
-main_classifier = "nearest-prototype"
-verification_pairs = 0
-[[study.eval.reproduces]]
-label = "ProtoNet, Snell recipe (reproduced here)"
-published = "ProtoNet"
-runs = { "1" = "proto-1shot", "2" = "proto-2shot" }
-[[study.runs]]
-name = "proto-1shot"
-loss = "proto"
-normalize = false
-distance = "sqeuclidean"
-batch_classes = 4
-batch_shots = 4
-support_shots = 1
-steps = 4
-[[study.runs]]
-name = "proto-2shot"
-loss = "proto"
-normalize = false
-distance = "sqeuclidean"
-batch_classes = 4
-batch_shots = 4
-support_shots = 2
-steps = 4
-[[study.runs]]
-loss = "triplet"
-mining = ["hard"]
-margin = [0.2, 0.5]
-batch_classes = 4
-batch_shots = 4
-steps = 4
-"""
+SNELL = {"loss": "proto", "normalize": False, "distance": "sqeuclidean"}  # ProtoNet's own setting
+REP = tiny.study("rep", base={"schedule": "step", "lr_decay_every": 2, "val_episodes": 10, "patience": 3,
+                              "snapshot_images": [16, 48]},
+                 eval={"settings": [[3, 1, 2], [3, 2, 2]], "episodes": 20, "verification_pairs": 0,
+                       "classifiers": ["nearest-support", "nearest-prototype"], "main_classifier": "nearest-prototype",
+                       "reproduces": [{"label": "ProtoNet, Snell recipe (reproduced here)", "published": "ProtoNet",
+                                       "runs": {"1": "proto-1shot", "2": "proto-2shot"}}]},
+                 runs=[{"name": "proto-1shot", **SNELL, "support_shots": 1},
+                       {"name": "proto-2shot", **SNELL, "support_shots": 2},
+                       {"loss": "triplet", "mining": ["hard"], "margin": [0.2, 0.5]}])
 
 
 @pytest.fixture
 def results(small_omniglot, tmp_path, one_thread, monkeypatch):
-    preset = tmp_path / "rep.toml"
-    preset.write_text(PRESET)
-    argv = ["benchmark", "--preset", str(preset), "--results", str(tmp_path / "results"), "--runs",
+    preset = tiny.write_preset(tmp_path / "rep.toml", REP, description="fixture reproduction", seeds=[0, 1])
+    argv = ["benchmark", "--preset", preset, "--results", str(tmp_path / "results"), "--runs",
             str(tmp_path / "runs"), "--data-root", str(small_omniglot)]
     monkeypatch.delenv("ONESHOT_COMMAND", raising=False)
     assert main(argv) == 0
