@@ -20,7 +20,8 @@ import torch
 from oneshot.config import Config
 from oneshot.data.episodes import generator
 from oneshot.data.split import Split
-from oneshot.train import build_model, place, resolved, step_loss
+from oneshot.registry import build_model
+from oneshot.train import place, resolved, step_loss
 
 # A P x K batch of 4 x 4 and 3-way validation episodes: what the tiny Omniglot's 24 training and
 # 4 validation classes allow (the `small_omniglot` fixture); also the config of a tiny `train` call.
