@@ -3,10 +3,13 @@ against the recipe, budget snapshots scored on the test episodes, the budget tab
 
 import json
 
+import numpy as np
+import pandas as pd
 import pytest
 
 import tiny
 from oneshot.report import budget, frames, published, readme, tables
+from oneshot import stats
 from oneshot.cli import main
 from oneshot.study.presets import load_preset
 
@@ -89,6 +92,23 @@ def test_budget_table_ranks_each_loss_at_each_budget_and_the_readme_says_what_fl
     assert "Rankings against budget, rep (vinyals" in readme
     flipped = budget.flips(ranked)
     assert all(f"- {f}" in readme for f in flipped)
+
+
+def test_a_flip_says_whether_either_order_is_significant():
+    """Loss A ahead of B at the small budget by 10 points (significant), behind it at the large one by
+    half a point in noise of 5 (within the CI); 2 seeds x 40 episodes, paired as the tables pair."""
+    g = np.random.default_rng(0)
+    base = {n: g.uniform(0.5, 0.9, (2, 40)) for n in (16, 64)}
+    acc = {("A", 16): base[16] + 0.1 + g.normal(0, 0.02, (2, 40)), ("B", 16): base[16],
+           ("A", 64): base[64] - 0.005 + g.normal(0, 0.05, (2, 40)), ("B", 64): base[64]}
+    rows = [{"loss": loss, "budget": n, "ways": 3, "shots": 1, "rank": 1 + ((loss == "B") ^ (n == 64)),
+             "acc": {0: a[0], 1: a[1]}} for (loss, n), a in acc.items()]
+    want = {n: stats.paired_crossed(acc["A", n], acc["B", n]) for n in (16, 64)}
+    assert want[16]["p"] < 0.05 < want[64]["p"]
+    (line,) = budget.flips(pd.DataFrame(rows))
+    lo, hi = (f"{100 * want[n]['diff']:+.2f} ± {100 * want[n]['diff_ci95']:.2f}, p {want[n]['p']:.2g}, 2 seeds"
+              for n in (16, 64))
+    assert line == (f"3w1s: A ahead of B at 16 ({lo}: significant), behind it at 64 ({hi}: within the CI)")
 
 
 def test_reproduced_lines_compare_with_the_published_cell(results, monkeypatch):

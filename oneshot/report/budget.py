@@ -18,7 +18,7 @@ import pandas as pd
 
 from .published import published_rows, published_value
 from .render import markdown
-from ..stats import crossed
+from ..stats import crossed, paired_crossed
 from ..study.records import BUDGETS
 from .frames import _col, _main_view, family_name, load_records, recipe_run, recipes
 
@@ -26,7 +26,8 @@ from .frames import _col, _main_view, family_name, load_records, recipe_run, rec
 
 def budget_frame(results: Path, df: pd.DataFrame) -> pd.DataFrame:
     """One row per (study, loss, configuration, budget, setting) for the studies with budget
-    records: `loss` (a row label), `val_acc` (seed mean at that budget), `mean`, `ci95`, `seeds`.
+    records: `loss` (a row label), `val_acc` (seed mean at that budget), `mean`, `ci95`, `seeds`,
+    `acc` ({seed: per-episode accuracies [E]}, for paired comparisons).
     `df` is `load_records(results)`, whose main scores give each run's point at its cap."""
     snaps = load_records(results, BUDGETS)
     if snaps.empty:
@@ -42,7 +43,8 @@ def budget_frame(results: Path, df: pd.DataFrame) -> pd.DataFrame:
         first = g.iloc[0]
         rows.append({"study": study, "dataset": first.dataset, "protocol": protocol, "run": run, "budget": int(budget), "ways": w, "shots": s,
                      "family": first.family, "reproduces": first.reproduces, "val_acc": g.val_acc.mean(),
-                     "mean": c["mean"], "ci95": c["ci95"], "seeds": c["seeds"]})
+                     "mean": c["mean"], "ci95": c["ci95"], "seeds": c["seeds"],
+                     "acc": dict(zip(g.seed, g.per_episode))})
     return pd.DataFrame(rows)
 
 
@@ -93,18 +95,31 @@ def rank_table(ranked: pd.DataFrame) -> pd.DataFrame:
                                                     sorted(set(ranked.loss) - set(order.index))].reset_index()
 
 
+def _paired(a: pd.Series, b: pd.Series) -> str:
+    """`a` against `b` (rows of one budget) on their common seeds and the same episodes: the
+    difference in points with its 95% CI and p-value (`stats.paired_crossed`, not adjusted)."""
+    seeds = sorted(set(a["acc"]) & set(b["acc"]))
+    d = paired_crossed(np.stack([a["acc"][k] for k in seeds]), np.stack([b["acc"][k] for k in seeds]))
+    verdict = "significant" if d["p"] < 0.05 else "within the CI"
+    return (f"{100 * d['diff']:+.2f} ± {100 * d['diff_ci95']:.2f}, p {d['p']:.2g}, "
+            f"{len(seeds)} seed{'s' * (len(seeds) > 1)}: {verdict}")
+
+
 def flips(ranked: pd.DataFrame) -> list[str]:
-    """Per setting, the pairs of losses whose order at the smallest budget is reversed at the largest."""
+    """Per setting, the pairs of losses whose order at the smallest budget is reversed at the
+    largest, each with its paired difference (the first loss minus the second) at both budgets."""
     out = []
     for (w, s), g in ranked.groupby(["ways", "shots"], sort=True):
         lo, hi = g[g.budget == g.budget.min()], g[g.budget == g.budget.max()]
         r_lo, r_hi = dict(zip(lo.loss, lo["rank"])), dict(zip(hi.loss, hi["rank"]))
         common = sorted(set(r_lo) & set(r_hi), key=lambda l: r_lo[l])
+        at_lo, at_hi = lo.set_index("loss"), hi.set_index("loss")
         for i, a in enumerate(common):
             for b_ in common[i + 1:]:
                 if r_hi[a] > r_hi[b_]:
-                    out.append(f"{_col(w, s)}: {a} ahead of {b_} at {_images(int(g.budget.min()))}, behind it at "
-                               f"{_images(int(g.budget.max()))}")
+                    out.append(f"{_col(w, s)}: {a} ahead of {b_} at {_images(int(g.budget.min()))} "
+                               f"({_paired(at_lo.loc[a], at_lo.loc[b_])}), behind it at "
+                               f"{_images(int(g.budget.max()))} ({_paired(at_hi.loc[a], at_hi.loc[b_])})")
     return out
 
 
