@@ -109,6 +109,9 @@ def test_a_flip_says_whether_either_order_is_significant():
     lo, hi = (f"{100 * want[n]['diff']:+.2f} ± {100 * want[n]['diff_ci95']:.2f}, p {want[n]['p']:.2g}, 2 seeds"
               for n in (16, 64))
     assert line == (f"3w1s: A ahead of B at 16 ({lo}: significant), behind it at 64 ({hi}: within the CI)")
+    rows[3]["acc"] = {2: acc["B", 64][0]}  # B at 64 images has only seed 2, which A lacks
+    (line,) = budget.flips(pd.DataFrame(rows))
+    assert line.endswith("behind it at 64 (no seed in common: not paired)")
 
 
 def test_reproduced_lines_compare_with_the_published_cell(results, monkeypatch):

@@ -99,6 +99,8 @@ def _paired(a: pd.Series, b: pd.Series) -> str:
     """`a` against `b` (rows of one budget) on their common seeds and the same episodes: the
     difference in points with its 95% CI and p-value (`stats.paired_crossed`, not adjusted)."""
     seeds = sorted(set(a["acc"]) & set(b["acc"]))
+    if not seeds:
+        return "no seed in common: not paired"
     d = paired_crossed(np.stack([a["acc"][k] for k in seeds]), np.stack([b["acc"][k] for k in seeds]))
     verdict = "significant" if d["p"] < 0.05 else "within the CI"
     return (f"{100 * d['diff']:+.2f} ± {100 * d['diff_ci95']:.2f}, p {d['p']:.2g}, "
