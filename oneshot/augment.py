@@ -4,7 +4,10 @@ Random draws come from a CPU generator (the same stream on every device); the im
 live on any device and stay there.
 
 `affine`: a random rotation, scale and translation per image (Omniglot-style strokes);
-`natural`: random crop with padding, horizontal flip and brightness/contrast jitter (photos).
+`natural`: random crop with padding, horizontal flip and brightness/contrast jitter (photos);
+`resized-crop`: torchvision's `RandomResizedCrop` (area 8-100 %, aspect ratio 3/4-4/3, ten tries
+then the whole image) resized back to the input size, and a horizontal flip: SimpleShot's and
+most ImageNet recipes' training augmentation.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import torch.nn.functional as F
 
 from .errors import ConfigError
 
-KINDS = ("none", "affine", "natural")
+KINDS = ("none", "affine", "natural", "resized-crop")
 
 
 def _u(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
@@ -55,12 +58,55 @@ def natural(x: torch.Tensor, g: torch.Generator, pad: int = 8, jitter: float = 0
     return (out - mean) * contrast + mean + bright
 
 
+def crop_boxes(b: int, h: int, w: int, g: torch.Generator, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
+               tries: int = 10) -> torch.Tensor:
+    """RandomResizedCrop's boxes for b images of h x w -> float [b, 4] (top, left, height, width).
+
+    Per image, up to `tries` draws of an area fraction (uniform in `scale`) and an aspect ratio
+    (log-uniform in `ratio`); the first box that fits is kept, else the whole image (torchvision's
+    fallback for a ratio inside `ratio`). Its position is uniform among those that fit."""
+    area = h * w * _u(b * tries, *scale, g).view(b, tries)
+    aspect = torch.exp(_u(b * tries, math.log(ratio[0]), math.log(ratio[1]), g)).view(b, tries)
+    cw = torch.sqrt(area * aspect).round()
+    ch = torch.sqrt(area / aspect).round()
+    fits = (cw >= 1) & (cw <= w) & (ch >= 1) & (ch <= h)
+    first = fits.int().argmax(1, keepdim=True)
+    found = fits.any(1)
+    cw = torch.where(found, cw.gather(1, first).squeeze(1), torch.tensor(float(w)))
+    ch = torch.where(found, ch.gather(1, first).squeeze(1), torch.tensor(float(h)))
+    top = torch.floor(torch.rand(b, generator=g) * (h - ch + 1))
+    left = torch.floor(torch.rand(b, generator=g) * (w - cw + 1))
+    return torch.stack([top, left, ch, cw], 1)
+
+
+def resized_crop(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """x [B, C, H, W] -> same shape: a random resized crop of each image (`crop_boxes`), resized
+    bilinearly as torchvision resizes the cropped image (samples clamped to the crop's own
+    pixels), flipped horizontally with probability 1/2."""
+    b, _, h, w = x.shape
+    top, left, ch, cw = crop_boxes(b, h, w, g).unbind(1)
+    flip = torch.rand(b, generator=g) < 0.5
+
+    def axis(start, size, n, total):  # output pixel centres -> input coordinates, in [-1, 1]: [b, n]
+        pix = start[:, None] + (torch.arange(n) + 0.5) * (size / n)[:, None] - 0.5
+        pix = torch.minimum(torch.maximum(pix, start[:, None]), (start + size - 1)[:, None])
+        return (2 * pix + 1) / total - 1
+
+    gx = axis(left, cw, w, w)
+    gx = torch.where(flip[:, None], gx.flip(1), gx)
+    gy = axis(top, ch, h, h)
+    grid = torch.stack([gx[:, None, :].expand(b, h, w), gy[:, :, None].expand(b, h, w)], -1)
+    return F.grid_sample(x, grid.to(x.device, x.dtype), mode="bilinear", padding_mode="border", align_corners=False)
+
+
 def augment(x: torch.Tensor, kind: str, g: torch.Generator) -> torch.Tensor:
-    """Apply augmentation `kind` (none, affine, natural) to a float batch [B, C, H, W]."""
+    """Apply augmentation `kind` (none, affine, natural, resized-crop) to a float batch [B, C, H, W]."""
     if kind == "none":
         return x
     if kind == "affine":
         return affine(x, g)
     if kind == "natural":
         return natural(x, g)
+    if kind == "resized-crop":
+        return resized_crop(x, g)
     raise ConfigError(f"unknown augmentation {kind!r}; choose one of {', '.join(KINDS)}")

@@ -20,14 +20,16 @@ BUILTIN_PARAMS = {
     "triplet": {"margin": 0.5, "mining": "hard", "distance": "euclidean"},
     "koch": {},
     "proto": {"distance": "euclidean"},  # ProtoNet's own is "sqeuclidean"
+    "softmax": {"head": "linear", "scale": 10.0},  # cross-entropy through a head over the training classes
 }
+SOFTMAX_HEADS = ("linear", "cosine")  # oneshot.losses.HEADS
 # The built-ins' settings may also be written at the top level of a config or preset (the form of
 # records before version 3, and of margin grids); `from_dict` folds them into loss_params.
 SHORT_FORM = ("margin", "mining", "pos_weight", "distance")
 # The keys only some losses read, and which; a `pml:` or user loss also reads its miner.
 LOSS_KEYS = {"support_shots", "loss_params", "miner", "miner_params"}
 READ_BY_LOSS = {"contrastive": ("loss_params",), "triplet": ("loss_params",), "koch": ("loss_params",),
-                "proto": ("loss_params", "support_shots")}
+                "proto": ("loss_params", "support_shots"), "softmax": ("loss_params",)}
 PLUGIN_LOSS_KEYS = ("loss_params", "miner", "miner_params")
 # Where and in which memory layout a run is computed: provenance, recorded but not identity.
 HOW_KEYS = ("device", "channels_last")
@@ -46,7 +48,7 @@ class Config:
     encoder: str = "conv4"          # conv4 | koch | pixels | resnet12 | "package.module:Class"
     encoder_params: dict = field(default_factory=dict)  # keyword arguments of the encoder
     normalize: bool = True          # L2-normalise embeddings (distances in [0, 2])
-    loss: str = "triplet"           # contrastive | triplet | koch | proto | "pml:<LossClass>" | "package.module:name"
+    loss: str = "triplet"           # contrastive | triplet | koch | proto | softmax | "pml:<LossClass>" | "package.module:name"
     # the loss's settings (BUILTIN_PARAMS for a built-in: margin; triplet mining all | hard |
     # semihard; contrastive pos_weight balanced | mean | active | hard; the distance inside the
     # loss); a pml: or user loss: its keyword arguments
@@ -57,11 +59,17 @@ class Config:
     batch_classes: int = 32         # P
     batch_shots: int = 4            # K images per class (proto: S support + K-S queries)
     support_shots: int = 0          # proto: S support images per class of a batch; 0: K-1 (one query)
+    batch_size: int = 0             # > 0: batches of this many images drawn uniformly, without replacement
+                                    # within an epoch of the training split (softmax); 0: P x K batches
+    optimizer: str = "adam"         # adam | sgd (with `momentum`)
+    momentum: float = 0.9           # sgd only
     lr: float = 1e-3
     weight_decay: float = 0.0
-    schedule: str = "cosine"        # cosine (decay to 0 over `steps`) | step (x lr_decay every lr_decay_every steps)
+    schedule: str = "cosine"        # cosine (decay to 0 over `steps`) | step (x lr_decay every lr_decay_every
+                                    # steps) | multistep (x lr_decay at each of `milestones`)
     lr_decay_every: int = 2000      # step schedule: steps between two decays (Snell: 20 epochs of 100 episodes)
-    lr_decay: float = 0.5           # step schedule: the factor of each decay
+    lr_decay: float = 0.5           # step and multistep schedules: the factor of each decay
+    milestones: list = field(default_factory=list)  # multistep: steps (ints) or fractions of `steps` (0 < f < 1)
     patience: int = 0               # stop after this many validations without a new best; 0: train all `steps`
     snapshot_images: list = field(default_factory=list)  # images seen at which the best checkpoint so far is kept
     augment: str = "none"           # none | affine | natural
@@ -71,6 +79,8 @@ class Config:
     val_shots: int = 1
     val_queries: int = 15
     val_episodes: int = 500
+    val_classifier: str = "nearest-support"  # how validation episodes are scored (oneshot.evaluate)
+    val_distance: str = "euclidean"
     precision: str = "fp32"         # fp32 | bf16 | auto (bf16 where the device has it natively)
     device: str = "cpu"             # how a run is run, not what it is: see HOW_KEYS
     channels_last: bool = True
@@ -89,8 +99,13 @@ class Config:
 
     @property
     def batch_images(self) -> int:
-        """Images in one training batch: P x K."""
-        return self.batch_classes * self.batch_shots
+        """Images in one training batch: `batch_size`, else P x K."""
+        return self.batch_size or self.batch_classes * self.batch_shots
+
+    @property
+    def milestone_steps(self) -> list[int]:
+        """The multistep schedule's milestones in steps (a fraction f of the run: step floor(f * steps))."""
+        return [m if isinstance(m, int) else int(m * self.steps) for m in self.milestones]
 
     @property
     def snapshot_budgets(self) -> list[int]:
@@ -101,6 +116,8 @@ class Config:
         """The learning rate at `step` as a fraction of `lr`, under `schedule`."""
         if self.schedule == "step":
             return self.lr_decay ** (step // self.lr_decay_every)
+        if self.schedule == "multistep":
+            return self.lr_decay ** sum(step >= m for m in self.milestone_steps)
         return 0.5 * (1 + math.cos(math.pi * min(step, self.steps) / self.steps))
 
     def identity(self) -> dict:
@@ -116,9 +133,18 @@ class Config:
         keys under cosine decay, and the validation episodes' shape without a validation split."""
         unread = LOSS_KEYS - set(READ_BY_LOSS.get(self.loss, PLUGIN_LOSS_KEYS))
         if self.schedule != "step":
-            unread |= {"lr_decay_every", "lr_decay"}
+            unread |= {"lr_decay_every"}
+        if self.schedule == "cosine":
+            unread |= {"lr_decay"}
+        if self.schedule != "multistep":
+            unread |= {"milestones"}
+        if self.optimizer != "sgd":
+            unread |= {"momentum"}
+        if self.batch_size:
+            unread |= {"batch_classes", "batch_shots", "support_shots"}
         if self.val_split == "none":
-            unread |= {"val_ways", "val_shots", "val_queries", "val_episodes", "patience"}
+            unread |= {"val_ways", "val_shots", "val_queries", "val_episodes", "patience", "val_classifier",
+                       "val_distance"}
         return unread
 
     def with_overrides(self, pairs: list[str]) -> "Config":
@@ -163,12 +189,16 @@ class Config:
         return from_dict(out)
 
 
-SCHEDULES = ("cosine", "step")
-AUGMENTS = ("none", "affine", "natural")
+SCHEDULES = ("cosine", "step", "multistep")
+AUGMENTS = ("none", "affine", "natural", "resized-crop")
+OPTIMIZERS = ("adam", "sgd")
+VAL_CLASSIFIERS = ("nearest-support", "nearest-prototype")  # oneshot.evaluate.CLASSIFIERS
+VAL_DISTANCES = ("euclidean", "sqeuclidean", "cosine")
 # key -> (lowest, highest, whether the lowest itself is allowed); None: no bound on that side
 RANGES = {
     "image_size": (1, None, True), "steps": (1, None, True), "batch_classes": (2, None, True),
-    "batch_shots": (1, None, True), "support_shots": (0, None, True), "lr": (0, None, False),
+    "batch_shots": (1, None, True), "support_shots": (0, None, True), "batch_size": (0, None, True),
+    "momentum": (0, 1, True), "lr": (0, None, False),
     "weight_decay": (0, None, True), "lr_decay_every": (1, None, True), "lr_decay": (0, 1, False),
     "patience": (0, None, True), "seed": (0, None, True), "val_every": (1, None, True),
     "val_ways": (2, None, True), "val_shots": (1, None, True), "val_queries": (1, None, True),
@@ -191,9 +221,15 @@ def check(cfg: Config) -> None:
         ok = math.isfinite(v) and (v >= lo if closed else v > lo) and (hi is None or v <= hi)
         if not ok:
             raise ConfigError(f"config key {key!r} = {v!r} is out of range: it must be {_range_text(lo, hi, closed)}")
-    for key, allowed in (("precision", PRECISIONS), ("schedule", SCHEDULES), ("augment", AUGMENTS)):
+    for key, allowed in (("precision", PRECISIONS), ("schedule", SCHEDULES), ("augment", AUGMENTS),
+                         ("optimizer", OPTIMIZERS), ("val_classifier", VAL_CLASSIFIERS),
+                         ("val_distance", VAL_DISTANCES)):
         if getattr(cfg, key) not in allowed:
             raise ConfigError(f"config key {key!r} = {getattr(cfg, key)!r}: choose one of {', '.join(allowed)}")
+    _check_milestones(cfg)
+    if cfg.batch_size and cfg.loss in (*PAIR_LOSSES, "proto"):
+        raise ConfigError(f"loss {cfg.loss!r} needs P x K batches (classes with several images each): "
+                          f"leave batch_size = 0, got {cfg.batch_size}")
     snaps = cfg.snapshot_images
     if not isinstance(snaps, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0
                                                  for n in snaps):
@@ -207,6 +243,26 @@ def check(cfg: Config) -> None:
                           f"(or support_shots = 0 for batch_shots - 1 supports and one query, batch_shots >= 2)")
 
 
+def _check_milestones(cfg: Config) -> None:
+    """Milestones: steps (ints >= 1) or fractions of the run (0 < f < 1), increasing, within the run."""
+    ms = cfg.milestones
+    ok = isinstance(ms, list) and all(
+        not isinstance(m, bool) and ((isinstance(m, int) and m >= 1) or (isinstance(m, float) and 0 < m < 1))
+        for m in ms)
+    if not ok:
+        raise ConfigError(f"config key 'milestones' = {ms!r}: it must be a list of steps (integers >= 1) or "
+                          "fractions of the run (0 < f < 1)")
+    steps = cfg.milestone_steps
+    if any(b <= a for a, b in zip(steps, steps[1:])):
+        raise ConfigError(f"config key 'milestones' = {ms!r} is out of order: the milestones (in steps: "
+                          f"{steps}) must increase")
+    if steps and steps[-1] >= cfg.steps:
+        raise ConfigError(f"config key 'milestones' = {ms!r} reaches past the run: every milestone must come "
+                          f"before step {cfg.steps} (steps), got {steps[-1]}")
+    if cfg.schedule == "multistep" and not steps:
+        raise ConfigError("schedule 'multistep' needs milestones, e.g. milestones = [0.5, 0.75]")
+
+
 def _loss_params(loss: str, params: dict) -> dict:
     """A built-in's loss_params in full: its settings, the defaults filled in, a margin a float;
     the settings only other built-ins read are dropped (never read, never identity), any other
@@ -214,7 +270,7 @@ def _loss_params(loss: str, params: dict) -> dict:
     if loss not in BUILTIN_PARAMS or not isinstance(params, dict):
         return params
     own = BUILTIN_PARAMS[loss]
-    unknown = sorted(set(params) - set(SHORT_FORM))
+    unknown = sorted(set(params) - set(SHORT_FORM) - {k for b in BUILTIN_PARAMS.values() for k in b})
     if unknown:
         raise ConfigError(f"loss {loss!r} takes loss_params {', '.join(own) or '(none)'}, not {', '.join(unknown)}")
     out = own | {k: v for k, v in params.items() if k in own}
@@ -223,9 +279,16 @@ def _loss_params(loss: str, params: dict) -> dict:
         if isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m) or m < 0:
             raise ConfigError(f"loss_params 'margin' = {m!r} is out of range: it must be a number >= 0")
         out["margin"] = float(m)
-    for key in ("mining", "pos_weight", "distance"):
+    for key in ("mining", "pos_weight", "distance", "head"):
         if key in out and not isinstance(out[key], str):
             raise ConfigError(f"loss_params {key!r} must be a string, got {out[key]!r}")
+    if "head" in out and out["head"] not in SOFTMAX_HEADS:
+        raise ConfigError(f"loss_params 'head' = {out['head']!r}: choose one of {', '.join(SOFTMAX_HEADS)}")
+    if "scale" in out:
+        v = out["scale"]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise ConfigError(f"loss_params 'scale' = {v!r} is out of range: it must be a number > 0")
+        out["scale"] = float(v)
     return out
 
 

@@ -1,4 +1,5 @@
-"""Siamese losses: contrastive, triplet (with mining), Koch BCE, prototypical.
+"""Siamese losses: contrastive, triplet (with mining), Koch BCE, prototypical; and softmax
+pre-training (cross-entropy over the training classes through a head the loss owns).
 
 Every loss takes embeddings `emb` [B, D] and integer labels [B] of a batch of P classes x K
 images (the trainer passes the classes' indices in the training split; only which items share
@@ -22,6 +23,7 @@ from .errors import ConfigError
 
 MINING = ("all", "hard", "semihard")
 POS_WEIGHT = ("balanced", "mean", "active", "hard")
+HEADS = ("linear", "cosine")
 
 
 # ---- reduction: the one place that turns per-pair / per-triplet terms into a scalar ----
@@ -236,3 +238,29 @@ class KochLoss(nn.Module):
     def forward(self, emb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """emb [B, D], labels [B] -> scalar."""
         return koch(emb, labels, self.head)
+
+
+class SoftmaxLoss(nn.Module):
+    """Cross-entropy over the training classes through a head on the embedding: softmax
+    pre-training (SimpleShot, RFS). The head is the loss's own parameters (trained, kept in
+    checkpoints, never used at test).
+
+    head="linear": logits = W e + b (SimpleShot's linear layer with bias); head="cosine":
+    logits = scale * cos(e, w_c) (Baseline++, Chen et al. 2019)."""
+
+    def __init__(self, dim: int, num_classes: int, head: str = "linear", scale: float = 10.0):
+        super().__init__()
+        if head not in HEADS:
+            raise ConfigError(f"unknown softmax head {head!r}; choose one of {', '.join(HEADS)}")
+        self.head, self.scale = head, scale
+        self.fc = nn.Linear(dim, num_classes, bias=head == "linear")
+
+    def logits(self, emb: torch.Tensor) -> torch.Tensor:
+        """emb [B, D] -> logits [B, C]."""
+        if self.head == "linear":
+            return self.fc(emb)
+        return self.scale * F.normalize(emb, dim=-1) @ F.normalize(self.fc.weight, dim=-1).T
+
+    def forward(self, emb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """emb [B, D], labels [B] (indices of the training classes) -> scalar."""
+        return F.cross_entropy(self.logits(emb), labels)

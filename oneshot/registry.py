@@ -82,6 +82,9 @@ LOSSES: dict[str, Callable[[Config, LossContext], nn.Module]] = {  # each reads 
     "koch": lambda cfg, ctx: losses.KochLoss(ctx.embedding_size()),
     "proto": lambda cfg, ctx: losses.FunctionLoss(losses.proto, n_support=cfg.n_support,
                                                   metric=cfg.loss_params["distance"]),
+    "softmax": lambda cfg, ctx: losses.SoftmaxLoss(
+        ctx.embedding_size(), ctx.classes(), _one_of(cfg.loss_params["head"], losses.HEADS, "softmax head"),
+        cfg.loss_params["scale"]),
 }
 
 

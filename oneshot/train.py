@@ -28,7 +28,7 @@ from .config import Config, from_dict
 from .data.load import load_split
 from .data.split import Split
 from .encoders import Siamese
-from .data.episodes import generator, sample_batch, sample_episodes
+from .data.episodes import EpochBatches, generator, sample_batch, sample_episodes
 from .errors import OneshotError
 from .evaluate import embed_split, score_episodes
 from .provenance import atomic_write_text, provenance
@@ -65,14 +65,18 @@ def place(cfg: Config, model: Siamese, criterion: nn.Module | None) -> None:
 
 
 def step_loss(cfg: Config, split: Split, model: Siamese, criterion: nn.Module | None,
-              g: torch.Generator) -> tuple[torch.Tensor, int]:
-    """Draw one P x K batch, augment, embed -> (its loss, the number of images).
+              g: torch.Generator, batches: EpochBatches | None = None) -> tuple[torch.Tensor, int]:
+    """Draw one batch (P x K, or `batch_size` images from `batches`, the run's epoch sampler),
+    augment, embed -> (its loss, the number of images).
 
     The batch is gathered, normalised and augmented where `split.images` lives (move the split
     to the device once with `Split.to`); indices and random draws come from the CPU generator
     `g`, so every device sees the same stream. The encoder runs in `cfg.precision` (resolved),
     the loss in fp32, given the classes' indices in the split as labels."""
-    idx, _ = sample_batch(split, cfg.batch_classes, cfg.batch_shots, g)
+    if cfg.batch_size:
+        idx = (batches or EpochBatches(len(split.labels), cfg.batch_size)).next(g)
+    else:
+        idx, _ = sample_batch(split, cfg.batch_classes, cfg.batch_shots, g)
     labels = split.labels[idx]
     dev = split.images.device
     x = augment(split.to_float(split.images[idx.to(dev, non_blocking=True)]), cfg.augment, g)
@@ -85,15 +89,23 @@ def step_loss(cfg: Config, split: Split, model: Siamese, criterion: nn.Module | 
 
 
 def validate(model: Siamese | None, cfg: Config, val: Split, episodes: torch.Tensor) -> float:
-    """Mean accuracy of nearest support (euclidean) on the fixed validation episodes; with
-    `model` None, of the raw pixels (the bar a run must clear not to count as collapsed)."""
+    """Mean accuracy on the fixed validation episodes, scored by `val_classifier` under
+    `val_distance`; with `model` None, of the raw pixels (the bar a run must clear not to count
+    as collapsed)."""
     if model is None:
         emb = embed_split(lambda x: x.flatten(1), val, device=val.images.device, progress=False)
     else:
         model.eval()
         emb = embed_split(model, val, device=cfg.device, progress=False, precision=cfg.precision)
         model.train()
-    return float(score_episodes(emb, episodes, cfg.val_shots, "nearest-support", "euclidean").mean())
+    return float(score_episodes(emb, episodes, cfg.val_shots, cfg.val_classifier, cfg.val_distance).mean())
+
+
+def optimizer(cfg: Config, params: list) -> torch.optim.Optimizer:
+    """The run's optimiser: Adam, or SGD with `momentum` (no Nesterov), each with `weight_decay`."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 @dataclasses.dataclass
@@ -140,15 +152,18 @@ def train(cfg: Config, out: str | Path, data_root=None, resume: bool = True, pro
         model, criterion = build_model(cfg, train_split.images.shape[1], train_split.n_classes)
     params = list(model.parameters()) + list(criterion.parameters())  # the loss's own (Koch's head, ...)
     place(cfg, model, criterion)
-    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = optimizer(cfg, params)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cfg.lr_factor)
     scaler = precision.grad_scaler(cfg.precision, cfg.device)
     g = generator(cfg.seed)
+    batches = EpochBatches(len(train_split.labels), cfg.batch_size) if cfg.batch_size else None
     start, best, best_step, waited, curve, elapsed = 0, -1.0, 0, 0, [], 0.0
     last = out / "last.pt"
     state = checkpoint_or_none(last, cfg.name) if resume and not best_lost else None
     if state is not None:
         restore(state, model, criterion, opt, sched, g)
+        if batches is not None:
+            batches.load_state_dict(state["batches"])
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         start, best, curve, elapsed = state["step"], state["best"], state["curve"], state["elapsed"]
@@ -170,7 +185,7 @@ def train(cfg: Config, out: str | Path, data_root=None, resume: bool = True, pro
     # progress bar or a checkpoint needs it, every 20 steps and at validation points.
     window_t, window_imgs, loss_sum, loss_n = time.perf_counter(), 0, torch.zeros((), device=cfg.device), 0
     for step in bar:
-        loss, n_images = step_loss(cfg, train_split, model, criterion, g)
+        loss, n_images = step_loss(cfg, train_split, model, criterion, g, batches)
         opt.zero_grad(set_to_none=True)
         if scaler is None:
             loss.backward()
@@ -214,6 +229,7 @@ def train(cfg: Config, out: str | Path, data_root=None, resume: bool = True, pro
         stopping = cfg.patience > 0 and waited >= cfg.patience
         save(last, {"model": model.state_dict(), "loss": criterion.state_dict(),
                      "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": g.get_state(),
+                     "batches": batches.state_dict() if batches is not None else None,
                      "scaler": scaler.state_dict() if scaler is not None else None,
                      "step": done, "best": best, "best_step": best_step, "waited": waited,
                      "stopped": stopping, "curve": curve, "elapsed": time.perf_counter() - t0})

@@ -75,7 +75,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_unknown_names_list_the_known_ones():
     with pytest.raises(ConfigError, match=r"unknown loss 'arcface'; choose one of contrastive, triplet, koch, "
-                                          r"proto, 'pml:<Class>'.*'package.module:name'"):
+                                          r"proto, softmax, 'pml:<Class>'.*'package.module:name'"):
         build_loss(Config(loss="arcface"))
     with pytest.raises(ConfigError, match="unknown encoder 'resnet'; choose one of conv4, koch, pixels, resnet12"):
         build_encoder("resnet", 1, 28)

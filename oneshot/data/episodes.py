@@ -140,3 +140,32 @@ def sample_batch(split: Split, n_classes: int, n_per_class: int, g: torch.Genera
                          f"{split.name}: only {int(eligible.sum())} classes have {n_per_class} items")
     idx = _draw(table, counts, eligible, None, n_classes, n_per_class, 1, g)[0]
     return idx.reshape(-1), torch.arange(n_classes).repeat_interleave(n_per_class)
+
+
+class EpochBatches:
+    """Batches of `size` indices into a split of `n` items, drawn uniformly without replacement
+    within an epoch: each epoch is a permutation drawn from the generator passed to `next`, cut
+    into batches; a remainder smaller than a batch is left out of that epoch. Its state (the
+    epoch's permutation and the position in it) goes into checkpoints, so a resumed run draws
+    the same batches."""
+
+    def __init__(self, n: int, size: int):
+        if size > n:
+            raise ConfigError(f"batch_size {size} is larger than the training split ({n} images)")
+        self.n, self.size = n, size
+        self.perm: torch.Tensor | None = None
+        self.pos = 0
+
+    def next(self, g: torch.Generator) -> torch.Tensor:
+        """The next batch -> int64 [size] indices."""
+        if self.perm is None or self.pos + self.size > self.n:
+            self.perm, self.pos = torch.randperm(self.n, generator=g), 0
+        idx = self.perm[self.pos:self.pos + self.size]
+        self.pos += self.size
+        return idx
+
+    def state_dict(self) -> dict:
+        return {"perm": self.perm, "pos": self.pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.perm, self.pos = state["perm"], state["pos"]

@@ -100,14 +100,16 @@ def _record_row(path: Path) -> dict:
         "main": main_scoring(r["study_eval"]),
         "curve": tr.get("curve", ""), "commit": tr["commit"], "versions": tr["versions"],
         "device": tr["device"], "embed_s": r["eval"]["embed_s"], "batch": batch_shape(cfg),
-        "budget": r.get("budget_images", cfg["steps"] * cfg["batch_classes"] * cfg["batch_shots"]),
+        "budget": r.get("budget_images", cfg["steps"] * (cfg.get("batch_size") or cfg["batch_classes"] * cfg["batch_shots"])),
         "images_seen": tr.get("images_seen", np.nan),
         "reproduces": json.dumps(r["study_eval"].get("reproduces", []), sort_keys=True),
     }
 
 
 def batch_shape(cfg: dict) -> str:
-    """A training batch as P x K, or P x (S+Q) for a prototypical batch of S supports and Q queries."""
+    """A training batch as B images (uniform batches), P x K, or P x (S+Q) for a prototypical batch of S supports and Q queries."""
+    if cfg.get("batch_size"):
+        return str(cfg["batch_size"])
     p, k = cfg["batch_classes"], cfg["batch_shots"]
     if cfg["loss"] != "proto":
         return f"{p}x{k}"

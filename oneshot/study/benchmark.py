@@ -56,7 +56,7 @@ def plan(studies: list[Study], results: Path, data_root) -> list[tuple[Study, Co
             if run_done(results, st, cfg):
                 continue
             invalid += [p for p in record_paths(results, st, cfg) if unreadable_record(p)]
-            key = (cfg.dataset, cfg.encoder, cfg.image_size, cfg.batch_classes * cfg.batch_shots, cfg.device,
+            key = (cfg.dataset, cfg.encoder, cfg.image_size, cfg.batch_images, cfg.device,
                    cfg.precision, cfg.augment)
             if key not in rates:
                 rates[key] = _measure_rate(cfg, data_root)

@@ -45,6 +45,8 @@ TOP_KEYS = ("description", "extends", "seeds", "resources", "study")
 STUDY_KEYS = ("name", "from", "base", "eval", "runs", "seeds")
 CONFIG_KEYS = [*(f.name for f in fields(Config)), *SHORT_FORM]  # a config's keys, the built-ins' short form too
 RECIPE_KEYS = ("label", "published", "runs")
+# Config keys whose value is a list: a grid over one of them is a list of lists.
+LIST_KEYS = tuple(f.name for f in fields(Config) if f.type in ("list", list))
 
 
 def main_scoring(ev: dict) -> tuple[str, str]:
@@ -110,15 +112,19 @@ def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict:
 def _label(key: str, value) -> str:
     if key == "margin":
         return f"m{value}"
+    if isinstance(value, list):
+        return f"{key}{'-'.join(map(str, value))}"
     if isinstance(value, str):
         return value.replace(":", "-")  # "pml:CircleLoss" -> "pml-CircleLoss": run names are folder names
     return f"{key}{value}"
 
 
 def expand_grid(grid: dict) -> list[dict]:
-    """A run block -> one run dict per combination of its list-valued keys, named after its
+    """A run block -> one run dict per combination of its list-valued keys (for a key whose value
+    is itself a list, `milestones`, a list of lists), named after its
     `name` (else its loss) and the listed values; a block without lists is returned as it is."""
-    lists = {k: v for k, v in grid.items() if isinstance(v, list) and k != "seeds"}
+    lists = {k: v for k, v in grid.items() if isinstance(v, list) and k != "seeds"
+             and (k not in LIST_KEYS or (v and all(isinstance(x, list) for x in v)))}
     fixed = {k: v for k, v in grid.items() if k not in lists}
     prefix = fixed.pop("name", None) or (None if "loss" in lists else _label("loss", fixed.get("loss", "run")))
     runs = []

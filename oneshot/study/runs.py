@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from . import lock
-from ..config import Config
+from ..config import Config, from_dict
 from ..data.load import load_split
 from ..data.episodes import test_episodes
 from ..errors import OneshotError
@@ -73,7 +73,7 @@ def _snapshot_info(run_dir: Path, images: int) -> dict:
     state = load_checkpoint(snapshot_path(run_dir, images))
     cfg = state["config"]
     return {"best_step": state["step"], "best_val_acc": state["val_acc"],
-            "best_images": state["step"] * cfg["batch_classes"] * cfg["batch_shots"], "budget_images": images}
+            "best_images": state["step"] * from_dict(cfg).batch_images, "budget_images": images}
 
 
 def _verify(st: Study, cfg: Config, run_dir: Path, results: Path, split, protocol: str, emb, train_record: dict) -> None:
