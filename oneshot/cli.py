@@ -54,10 +54,21 @@ def _eval(args) -> dict:
     encode = model if trained is not None else (lambda x: x.flatten(1))
     prec = resolve(args.precision or (trained.precision if trained else "fp32"), args.device)
     emb = embed_split(encode, split, device=args.device, progress=not args.json, precision=prec)
+    if args.transform != "UN":
+        from .features import base_mean, transform
+
+        def mean_of():  # the training split the encoder learnt from (pixels: the protocol's)
+            base = (load_split(trained.dataset, trained.protocol, trained.train_split, args.data_root, size)
+                    if trained is not None and trained.dataset == dataset else
+                    load_split(dataset, protocol, "train", args.data_root, size))
+            return base_mean(encode, base, device=args.device, progress=not args.json, precision=prec)
+
+        emb = transform(emb, args.transform, mean_of() if args.transform == "CL2N" else None)
     res = evaluate(None, split, episodes, n_shot, args.classifier, args.distance, emb=emb)
     out = {"dataset": dataset, "protocol": protocol, "split": args.split, "ways": ways,
            "shots": shots, "queries": queries, "episodes": res["episodes"], "seed": args.seed,
            "encoder": args.encoder, "classifier": args.classifier, "distance": args.distance,
+           "transform": args.transform,
            "image_size": size, "precision": prec, **res}
     if args.verification:
         out.update(_verification(args, split, emb, trained))
@@ -109,8 +120,18 @@ def cmd_train(args) -> None:
         cfg = cfg.with_overrides([f"device={args.device}"])
     if args.precision:
         cfg = cfg.with_overrides([f"precision={args.precision}"])
+    if args.init_from:  # fine-tune the best encoder of a run directory: its config becomes part of this run's
+        import dataclasses
+
+        from .checkpoint import load_checkpoint
+        from .config import from_dict
+
+        best = Path(args.init_from) / "best.pt"
+        if not best.exists():
+            raise OneshotError(f"--init-from {args.init_from}: no trained encoder there ({best.name} is missing)")
+        cfg = from_dict(dataclasses.asdict(cfg) | {"init_from": from_dict(load_checkpoint(best)["config"]).identity()})
     out = args.out or Path("runs") / cfg.name
-    run = train(cfg, out, args.data_root, resume=not args.restart).record
+    run = train(cfg, out, args.data_root, resume=not args.restart, init=args.init_from).record
     print(f"{cfg.name}: best validation accuracy {100 * run['best_val_acc']:.2f} % "
           f"({run['wall_time_s']:.0f} s); encoder in {out}")
 
@@ -199,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--encoder", default="pixels", help="'pixels' or a run directory from 'oneshot train'")
     e.add_argument("--classifier", default="nearest-support", choices=["nearest-support", "nearest-prototype"])
     e.add_argument("--distance", default="euclidean", choices=["euclidean", "cosine"])
+    e.add_argument("--transform", default="UN", choices=["UN", "L2N", "CL2N"],
+                   help="features before scoring: UN as they are, L2N L2-normalised, CL2N centred on the mean "
+                        "feature of the encoder's training split, then L2-normalised (SimpleShot)")
     e.add_argument("--image-size", type=int, default=None, help="resize images (default for pixels: 28 on "
                    "Omniglot, 84 otherwise; for a trained encoder: its training size)")
     e.add_argument("--device", default="cpu")
@@ -216,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="run directory (default: runs/<name>)")
     t.add_argument("--device", help="cpu, cuda, cuda:1, ...")
     t.add_argument("--restart", action="store_true", help="start over instead of resuming")
+    t.add_argument("--init-from", metavar="DIR", help="fine-tune: start from the best encoder of this run directory")
     precision(t, "the config's")
     t.set_defaults(func=cmd_train)
 

@@ -72,7 +72,11 @@ class Config:
     milestones: list = field(default_factory=list)  # multistep: steps (ints) or fractions of `steps` (0 < f < 1)
     patience: int = 0               # stop after this many validations without a new best; 0: train all `steps`
     snapshot_images: list = field(default_factory=list)  # images seen at which the best checkpoint so far is kept
-    augment: str = "none"           # none | affine | natural
+    augment: str = "none"           # none | affine | natural | resized-crop
+    # fine-tuning: the identity of the trained run whose best encoder this run starts from ({}: from
+    # scratch). A preset names a configuration of its study (same seed); `oneshot train --init-from DIR`
+    # a run directory. Part of the run's identity, so a new source is a new run.
+    init_from: dict = field(default_factory=dict)
     seed: int = 0
     val_every: int = 500
     val_ways: int = 5
@@ -227,6 +231,7 @@ def check(cfg: Config) -> None:
         if getattr(cfg, key) not in allowed:
             raise ConfigError(f"config key {key!r} = {getattr(cfg, key)!r}: choose one of {', '.join(allowed)}")
     _check_milestones(cfg)
+    _check_source(cfg)
     if cfg.batch_size and cfg.loss in (*PAIR_LOSSES, "proto"):
         raise ConfigError(f"loss {cfg.loss!r} needs P x K batches (classes with several images each): "
                           f"leave batch_size = 0, got {cfg.batch_size}")
@@ -241,6 +246,23 @@ def check(cfg: Config) -> None:
         raise ConfigError(f"loss 'proto': a batch of {cfg.batch_shots} images per class with support_shots="
                           f"{cfg.support_shots} leaves no query; need 1 <= support_shots < batch_shots "
                           f"(or support_shots = 0 for batch_shots - 1 supports and one query, batch_shots >= 2)")
+
+
+SOURCE_MUST_MATCH = ("dataset", "protocol", "train_split", "image_size", "encoder", "encoder_params")
+
+
+def _check_source(cfg: Config) -> None:
+    """A fine-tuning source trained the same encoder on the same images."""
+    src = cfg.init_from
+    if not src:
+        return
+    bad = [k for k in SOURCE_MUST_MATCH if src.get(k, getattr(Config, k, None)) != getattr(cfg, k)]
+    if "name" not in src or bad:
+        raise ConfigError(f"init_from: the source run {src.get('name', '?')!r} has "
+                          + ", ".join(f"{k} {src.get(k)!r}" for k in bad) + f", this run has "
+                          + ", ".join(f"{k} {getattr(cfg, k)!r}" for k in bad)
+                          + ": fine-tune only from a run of the same encoder on the same dataset and split"
+                          if bad else "init_from must be a run's config (its identity), with its name")
 
 
 def _check_milestones(cfg: Config) -> None:

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from . import precision
 from .augment import augment
-from .checkpoint import checkpoint_or_none, copy_file, restore, save, snapshot_path
+from .checkpoint import checkpoint_or_none, copy_file, load_checkpoint, restore, save, snapshot_path
 from .config import Config, from_dict
 from .data.load import load_split
 from .data.split import Split
@@ -101,6 +101,29 @@ def validate(model: Siamese | None, cfg: Config, val: Split, episodes: torch.Ten
     return float(score_episodes(emb, episodes, cfg.val_shots, cfg.val_classifier, cfg.val_distance).mean())
 
 
+def source_encoder(cfg: Config, init: str | Path | None) -> dict | None:
+    """The encoder weights a fine-tuning run starts from: those of `init`/best.pt, whose config
+    must have the identity `cfg.init_from`; None for a run from scratch."""
+    if not cfg.init_from:
+        return None
+    if init is None:
+        raise TrainingError(f"{cfg.name} fine-tunes {cfg.init_from['name']!r}: give the run directory it starts "
+                            "from (oneshot train --init-from DIR)")
+    path = Path(init) / "best.pt"
+    if not path.exists():
+        raise TrainingError(f"{cfg.name} fine-tunes {cfg.init_from['name']!r}, which has no trained encoder yet: "
+                            f"{path} is missing (train the source first)")
+    state = load_checkpoint(path)
+
+    def same_run(d: dict) -> dict:  # precision "auto" resolved as the source's run resolved it
+        return resolved(dataclasses.replace(from_dict(d), device=cfg.device)).identity()
+
+    if same_run(state["config"]) != same_run(cfg.init_from):
+        raise TrainingError(f"{cfg.name} fine-tunes {cfg.init_from['name']!r}, but {path} holds another run "
+                            f"({state['config'].get('name')!r} with a different config)")
+    return {k[len("encoder."):]: v for k, v in state["model"].items() if k.startswith("encoder.")}
+
+
 def optimizer(cfg: Config, params: list) -> torch.optim.Optimizer:
     """The run's optimiser: Adam, or SGD with `momentum` (no Nesterov), each with `weight_decay`."""
     if cfg.optimizer == "sgd":
@@ -117,13 +140,17 @@ class Trained:
     record: dict
 
 
-def train(cfg: Config, out: str | Path, data_root=None, resume: bool = True, progress: bool = True) -> Trained:
+def train(cfg: Config, out: str | Path, data_root=None, resume: bool = True, progress: bool = True,
+          init: str | Path | None = None) -> Trained:
     """Train `cfg` into run directory `out`; resume from `out/last.pt` when it matches. A run
-    found finished is not trained again: its record is read back.
+    found finished is not trained again: its record is read back. A fine-tuning run
+    (`cfg.init_from`) starts from the best encoder of the run directory `init`, whose config must
+    be its source's.
 
     A run directory is the same run when its stored config has the same identity
     (`Config.identity`): it may be resumed or finished on another device."""
     cfg = resolved(cfg)
+    source = source_encoder(cfg, init)  # refused before anything is written
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "config.json"
@@ -150,6 +177,8 @@ def train(cfg: Config, out: str | Path, data_root=None, resume: bool = True, pro
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)  # weight initialisation
         model, criterion = build_model(cfg, train_split.images.shape[1], train_split.n_classes)
+    if source is not None:
+        model.encoder.load_state_dict(source)
     params = list(model.parameters()) + list(criterion.parameters())  # the loss's own (Koch's head, ...)
     place(cfg, model, criterion)
     opt = optimizer(cfg, params)

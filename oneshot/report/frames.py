@@ -18,7 +18,7 @@ from ..study import records
 from ..config import migrate
 from ..errors import OneshotError
 from ..stats import crossed
-from ..study.presets import main_scoring
+from ..study.presets import main_scoring, main_transform
 
 FAMILY_NAMES = {"contrastive-hard": "Contrastive, hardest pairs", "contrastive-active": "Contrastive, active pairs",
                 "contrastive-balanced": "Contrastive, all pairs",
@@ -91,13 +91,14 @@ def _record_row(path: Path) -> dict:
     return {
         "study": r["study"], "run": r["run"], "seed": cfg["seed"], "dataset": r["dataset"],
         "protocol": r["protocol"], "ways": r["ways"], "shots": r["shots"], "queries": r["queries"],
-        "classifier": r["classifier"], "distance": r["distance"], "mean": r["mean"], "ci95": r["ci95"],
+        "classifier": r["classifier"], "distance": r["distance"], "transform": r.get("transform", "UN"),
+        "mean": r["mean"], "ci95": r["ci95"],
         "t_ci95": r["t_ci95"], "episodes": r["episodes"], "family": family(cfg),
         "margin": cfg["loss_params"]["margin"] if has_margin(cfg) else np.nan, "val_acc": tr["best_val_acc"],
         "pixels_val_acc": tr.get("pixels_val_acc", np.nan), "train_s": tr["wall_time_s"], "steps": cfg["steps"],
         "normalize": cfg["normalize"], "precision": cfg.get("precision", "fp32"),
         "per_episode": np.asarray(r["per_episode"]),
-        "main": main_scoring(r["study_eval"]),
+        "main": (*main_scoring(r["study_eval"]), main_transform(r["study_eval"])),
         "curve": tr.get("curve", ""), "commit": tr["commit"], "versions": tr["versions"],
         "device": tr["device"], "embed_s": r["eval"]["embed_s"], "batch": batch_shape(cfg),
         "budget": r.get("budget_images", cfg["steps"] * (cfg.get("batch_size") or cfg["batch_classes"] * cfg["batch_shots"])),
@@ -128,7 +129,7 @@ def recipe_run(recipe: dict, shots: int) -> str | None:
     return recipe["runs"].get(str(shots))
 
 
-SCORE_KEYS = ["study", "run", "protocol", "ways", "shots", "classifier", "distance"]
+SCORE_KEYS = ["study", "run", "protocol", "ways", "shots", "classifier", "distance", "transform"]
 
 
 def configurations(df: pd.DataFrame) -> pd.DataFrame:
@@ -155,5 +156,12 @@ def _col(ways: int, shots: int) -> str:
 
 
 def _main_view(df: pd.DataFrame, protocol: str) -> pd.DataFrame:
-    clf, dist = df["main"].iloc[0]
-    return df[(df.protocol == protocol) & (df.classifier == clf) & (df.distance == dist)]
+    clf, dist, tf = df["main"].iloc[0]
+    return df[(df.protocol == protocol) & (df.classifier == clf) & (df.distance == dist) & (df["transform"] == tf)]
+
+
+def scoring_text(main: tuple) -> str:
+    """A study's main scoring as its tables say it: "Classifier: c, distance: d" (and ", features: T"
+    for a feature transform other than UN)."""
+    clf, dist, tf = main
+    return f"Classifier: {clf}, distance: {dist}" + (f", features: {tf}" if tf != "UN" else "")

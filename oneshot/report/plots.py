@@ -30,7 +30,7 @@ def margin_plot(d: pd.DataFrame, protocol: str, path: Path, names: dict[str, str
     `d` holds rows of `frames.configurations(...)` for one protocol, classifier and distance;
     `names` labels the families."""
     plt = _pyplot()
-    clf, dist = d["main"].iloc[0]
+    clf, dist, tf = d["main"].iloc[0]
     d = d[d.margin.notna()]
     # configurations of a family that differ in more than the margin get lines of their own
     d = d.assign(line=[f"{f}{r.replace(f'm{m}', '')}" if r.replace(f"m{m}", "") != r else f
@@ -48,7 +48,7 @@ def margin_plot(d: pd.DataFrame, protocol: str, path: Path, names: dict[str, str
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("accuracy % (95% CI)")
     axes[0][-1].legend(fontsize=7)
-    fig.suptitle(f"{d.study.iloc[0]}: accuracy against margin ({protocol}, {clf}, {dist})", fontsize=9, y=1.03)
+    fig.suptitle(f"{d.study.iloc[0]}: accuracy against margin ({protocol}, {clf}, {dist}{'' if tf == 'UN' else ', ' + tf})", fontsize=9, y=1.03)
     _savefig(fig, path)
     plt.close(fig)
 

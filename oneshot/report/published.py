@@ -18,6 +18,8 @@ PUBLISHED = {
         ("Matching Nets (Ravi split)", "Ravi & Larochelle 2017", {(5, 1): "43.56 ± 0.84", (5, 5): "55.31 ± 0.73"}),
         ("Relation Net", "Sung et al. 2018", {(5, 1): "50.44 ± 0.82", (5, 5): "65.32 ± 0.70"}),
         ("Baseline++", "Chen et al. 2019", {(5, 1): "48.24 ± 0.75", (5, 5): "66.43 ± 0.63"}),
+        ("SimpleShot, CL2N", "Wang et al. 2019", {(5, 1): "49.69 ± 0.19", (5, 5): "66.92 ± 0.17"}),
+        ("RFS-simple, Conv64F", "LibFewShot's rerun of Tian et al. 2020", {(5, 1): "47.97", (5, 5): "65.88"}),
     ],
 }
 

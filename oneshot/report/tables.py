@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..stats import holm, paired_crossed
-from .frames import FAMILY_NAMES, _col, _main_view, family_name, recipe_run, recipes
+from .frames import FAMILY_NAMES, _col, _main_view, family_name, recipe_run, recipes, scoring_text
 from .published import published_rows
 from .render import METHOD, cell, latex, markdown
 
@@ -154,7 +154,9 @@ def study_tables(study: str, runs: pd.DataFrame, sd: pd.DataFrame, folder: Path)
     texts: dict[Path, str] = {}
     plots: list[Path] = []
     folder.mkdir(parents=True, exist_ok=True)
-    clf, dist = sd["main"].iloc[0]
+    scoring = scoring_text(sd["main"].iloc[0])
+    clf, dist, tf = sd["main"].iloc[0]
+    where = f"{clf}, {dist}" + (f", {tf}" if tf != "UN" else "")
     for protocol in sorted(sd.protocol.unique()):
         pd_ = sd[sd.protocol == protocol]
         main, bold = main_table(pd_, protocol)
@@ -163,7 +165,7 @@ def study_tables(study: str, runs: pd.DataFrame, sd: pd.DataFrame, folder: Path)
         seeds = sorted(set(pd_.seeds))
         head = (f"# {study}: {protocol}, test accuracy % (mean ± 95% CI over {pd_.episodes.iloc[0]} episodes "
                 f"and {'/'.join(map(str, seeds))} training seed{'s' if seeds != [1] else ''}; {q})\n\n"
-                f"Classifier: {clf}, distance: {dist}. Each loss at its configuration with the best "
+                f"{scoring}. Each loss at its configuration with the best "
                 f"validation accuracy (mean over seeds); best of our rows per column in bold. {METHOD}; "
                 "sd: standard deviation of the per-seed means.\n\n")
         notes = [n for mark, n in ((NO_VAL_MARK, NO_VAL_NOTE), (COLLAPSED_MARK, COLLAPSED_NOTE))
@@ -174,7 +176,7 @@ def study_tables(study: str, runs: pd.DataFrame, sd: pd.DataFrame, folder: Path)
         mt = margin_table(pd_, protocol)
         if not mt.empty:
             texts[folder / f"margins-{protocol}.md"] = (
-                f"# {study}: accuracy against margin ({protocol}, {clf}, {dist}; {METHOD})\n\n" + markdown(mt))
+                f"# {study}: accuracy against margin ({protocol}, {where}; {METHOD})\n\n" + markdown(mt))
             margin_plot(_main_view(pd_, protocol), protocol, folder / f"margins-{protocol}.png", FAMILY_NAMES)
             plots.append(folder / f"margins-{protocol}.png")
         pt = paired_table(pd_, protocol)
@@ -184,12 +186,14 @@ def study_tables(study: str, runs: pd.DataFrame, sd: pd.DataFrame, folder: Path)
                     "the configuration with the best validation accuracy (mean over seeds), never chosen on test")
         if not pt.empty:
             texts[folder / f"paired-{protocol}.md"] = (
-                f"# {study}: every configuration against the reference, same episodes ({protocol}, {clf}, "
-                f"{dist})\n\nReference: {ref_text}. Difference = configuration - reference, accuracy points, per "
+                f"# {study}: every configuration against the reference, same episodes ({protocol}, "
+                f"{where})\n\nReference: {ref_text}. Difference = configuration - reference, accuracy points, per "
                 "(seed, episode) on matched seeds, with its 95% CI and p-value from the same crossed seeds x "
                 "episodes variance; Holm correction over the rows of each setting.\n\n" + markdown(pt))
-    full = runs.drop(columns=["per_episode", "curve", "main", "versions", "reproduces", "budget"]).sort_values(
-        ["protocol", "run", "seed", "ways", "shots", "classifier", "distance"])
+    plain = (runs["transform"] == "UN").all()  # a study without transforms keeps the columns it always had
+    full = runs.drop(columns=["per_episode", "curve", "main", "versions", "reproduces", "budget"]
+                     + (["transform"] if plain else [])).sort_values(
+        ["protocol", "run", "seed", "ways", "shots", "classifier", "distance"] + ([] if plain else ["transform"]))
     texts[folder / "all-scores.csv"] = full.to_csv(index=False, float_format="%.6f")
     curves_plot(runs, folder / "curves.png")
     plots.append(folder / "curves.png")

@@ -40,13 +40,24 @@ PRESETS = Path(__file__).resolve().parent.parent / "presets"
 # reproduces: published recipes the study reproduces (tables: a row beside the published one).
 EVAL_DEFAULTS = {"episodes": 1000, "seed": 2026, "classifiers": ["nearest-support"], "distances": ["euclidean"],
                  "verification_pairs": PAIRS, "reproduces": []}
-EVAL_KEYS = ("protocols", "settings", "main_classifier", "main_distance", *EVAL_DEFAULTS)
+EVAL_KEYS = ("protocols", "settings", "main_classifier", "main_distance", "transforms", "main_transform",
+             *EVAL_DEFAULTS)
 TOP_KEYS = ("description", "extends", "seeds", "resources", "study")
 STUDY_KEYS = ("name", "from", "base", "eval", "runs", "seeds")
 CONFIG_KEYS = [*(f.name for f in fields(Config)), *SHORT_FORM]  # a config's keys, the built-ins' short form too
 RECIPE_KEYS = ("label", "published", "runs")
 # Config keys whose value is a list: a grid over one of them is a list of lists.
 LIST_KEYS = tuple(f.name for f in fields(Config) if f.type in ("list", list))
+
+
+def transforms(ev: dict) -> list[str]:
+    """The feature transforms a study scores under (`oneshot.features`; records before them: UN)."""
+    return ev.get("transforms", ["UN"])
+
+
+def main_transform(ev: dict) -> str:
+    """The feature transform of a study's main tables: main_transform, else the first of `transforms`."""
+    return ev.get("main_transform", transforms(ev)[0])
 
 
 def main_scoring(ev: dict) -> tuple[str, str]:
@@ -173,13 +184,16 @@ def _check_eval(ev: dict, where: str, run_names: list[str]) -> None:
     if bad:
         raise OneshotError(f"{where}: settings must be a non-empty list of [ways >= 2, shots >= 1, queries >= 1], "
                            f"got {bad[0]!r}")
-    for key, allowed in (("classifiers", CLASSIFIERS), ("distances", METRICS)):
-        v = ev[key]
+    from ..features import TRANSFORMS
+
+    for key, allowed in (("classifiers", CLASSIFIERS), ("distances", METRICS), ("transforms", TRANSFORMS)):
+        v = ev.get(key, ["UN"])
         if not (isinstance(v, list) and v and all(x in allowed for x in v)):
             raise OneshotError(f"{where}: {key} must be a non-empty list of {', '.join(allowed)}; got {v!r}")
-    for key, among in (("main_classifier", "classifiers"), ("main_distance", "distances")):
-        if key in ev and ev[key] not in ev[among]:
-            raise OneshotError(f"{where}: {key} = {ev[key]!r} is not among {among} = {ev[among]}: its tables "
+    for key, among in (("main_classifier", "classifiers"), ("main_distance", "distances"),
+                       ("main_transform", "transforms")):
+        if key in ev and ev[key] not in ev.get(among, ["UN"]):
+            raise OneshotError(f"{where}: {key} = {ev[key]!r} is not among {among} = {ev.get(among, ['UN'])}: its tables "
                                "would have no scores")
     for key, lo in (("episodes", 1), ("seed", 0), ("verification_pairs", 0)):
         v = ev[key]
@@ -220,7 +234,7 @@ def _study(s: dict, seeds: list[int], path: Path) -> Study:
             _seeds(spec["seeds"], at)
         for seed in spec.get("seeds", seeds if seeds is not None else [base.get("seed", 0)]):
             try:
-                runs.append(from_dict({**base, **keys, "seed": seed}))
+                runs.append(from_dict({**base, **keys, "seed": seed} | _source(keys, seed, runs)))
             except OneshotError as e:
                 raise OneshotError(f"{at}: {e}") from None
     ev = {"protocols": [base.get("protocol", "vinyals")], **EVAL_DEFAULTS, **s.get("eval", {})}
@@ -234,6 +248,29 @@ def _study(s: dict, seeds: list[int], path: Path) -> Study:
         except OneshotError as e:
             raise OneshotError(f"{path}: study {s['name']!r}, run {cfg.name!r}: {e}") from None
     return Study(s["name"], runs, ev, names)
+
+
+def _source(keys: dict, seed: int, earlier: list[Config]) -> dict:
+    """A fine-tuning run's `init_from`: the name of an earlier configuration of the study becomes
+    the identity of its run with the same seed (`source_of` finds that run again)."""
+    name = keys.get("init_from")
+    if name is None:
+        return {}
+    if not isinstance(name, str):
+        raise OneshotError(f"init_from must name an earlier configuration of the study, got {name!r}")
+    hits = [c for c in earlier if c.name == name and c.seed == seed]
+    if not hits:
+        known = sorted({c.name for c in earlier})
+        raise OneshotError(f"init_from = {name!r}: no earlier configuration of this study with that name and seed "
+                           f"{seed} (earlier: {', '.join(known) or 'none'})")
+    return {"init_from": hits[0].identity()}
+
+
+def source_of(st: Study, cfg: Config) -> Config | None:
+    """The run of study `st` that a fine-tuning run `cfg` starts from (None: from scratch)."""
+    if not cfg.init_from:
+        return None
+    return next(c for c in st.runs if c.identity() == from_dict(cfg.init_from).identity())
 
 
 def _check_resources(resources: dict, where: str) -> None:

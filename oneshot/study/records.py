@@ -25,7 +25,7 @@ from ..config import Config, from_dict
 from ..errors import OneshotError
 from ..provenance import atomic_write_text, provenance
 from ..stats import summarize
-from .presets import Study, main_scoring, settings
+from .presets import Study, main_scoring, main_transform, settings, transforms
 
 VERSION = 3
 SCORES = "*/*/seed*/*.json"
@@ -50,10 +50,15 @@ def write(path: Path, record: dict) -> None:
 
 
 def record_path(results: Path, study: str, cfg: Config, protocol: str, ways: int, shots: int,
-                classifier: str, distance: str) -> Path:
-    """Where the score of one run (configuration and seed) on one setting is kept."""
+                classifier: str, distance: str, transform: str = "UN") -> Path:
+    """Where the score of one run (configuration and seed) on one setting is kept (a feature
+    transform other than UN adds `-<transform>` to the name)."""
     return (results / "records" / study / cfg.name / f"seed{cfg.seed}"
-            / f"{protocol}-{ways}w{shots}s-{classifier}-{distance}.json")
+            / f"{protocol}-{ways}w{shots}s-{classifier}-{distance}{_suffix(transform)}.json")
+
+
+def _suffix(transform: str) -> str:
+    return "" if transform == "UN" else f"-{transform}"
 
 
 def verification_path(results: Path, study: str, cfg: Config, protocol: str) -> Path:
@@ -62,10 +67,10 @@ def verification_path(results: Path, study: str, cfg: Config, protocol: str) -> 
 
 
 def budget_path(results: Path, study: str, cfg: Config, images: int, protocol: str, ways: int, shots: int,
-                classifier: str, distance: str) -> Path:
+                classifier: str, distance: str, transform: str = "UN") -> Path:
     """Where the score of a run's snapshot at `images` training images (`snapshot_images`) is kept."""
     return (results / "records" / study / cfg.name / f"seed{cfg.seed}" / "budget" / str(images)
-            / f"{protocol}-{ways}w{shots}s-{classifier}-{distance}.json")
+            / f"{protocol}-{ways}w{shots}s-{classifier}-{distance}{_suffix(transform)}.json")
 
 
 def run_done(results: Path, st: Study, cfg: Config) -> bool:
@@ -78,10 +83,11 @@ def record_paths(results: Path, st: Study, cfg: Config) -> list[Path]:
     """Every score record a run of `st` writes: each protocol, setting, classifier and distance,
     and each snapshot budget at the main classifier and distance."""
     clf, dist = main_scoring(st.eval)
-    return [record_path(results, st.name, cfg, proto, w, s, c, d)
+    main_tf = main_transform(st.eval)
+    return [record_path(results, st.name, cfg, proto, w, s, c, d, t)
             for proto in st.eval["protocols"] for (w, s, _) in settings_for(st, proto)
-            for c in st.eval["classifiers"] for d in st.eval["distances"]] + [
-            budget_path(results, st.name, cfg, n, proto, w, s, clf, dist)
+            for c in st.eval["classifiers"] for d in st.eval["distances"] for t in transforms(st.eval)] + [
+            budget_path(results, st.name, cfg, n, proto, w, s, clf, dist, main_tf)
             for n in cfg.snapshot_budgets for proto in st.eval["protocols"] for (w, s, _) in settings_for(st, proto)]
 
 
@@ -110,12 +116,14 @@ def unreadable_record(path: Path) -> bool:
 
 
 def score_record(st: Study, cfg: Config, protocol: str, ways: int, shots: int, queries: int, clf: str, dist: str,
-                  acc, train_record: dict, embed_s: float, score_s: float) -> dict:
-    """The record of one run's accuracies `acc` [E] on one setting (VERSION of the layout)."""
+                  acc, train_record: dict, embed_s: float, score_s: float, transform: str = "UN") -> dict:
+    """The record of one run's accuracies `acc` [E] on one setting (VERSION of the layout); a
+    transform other than UN is recorded under "transform" (a record without one was scored UN)."""
     return {
         "version": VERSION, "study": st.name, "run": cfg.name, "seed": cfg.seed, "dataset": cfg.dataset, "protocol": protocol,
         "split": "test", "ways": ways, "shots": shots, "queries": queries,
         "episode_seed": st.eval["seed"], "classifier": clf, "distance": dist,
+        **({"transform": transform} if transform != "UN" else {}),
         "study_eval": st.eval,
         **summarize(acc.numpy()),
         "per_episode": [round(a, 6) for a in acc.tolist()],

@@ -7,6 +7,7 @@ A run is one (configuration, seed) of a study; its checkpoints live in
 
 from __future__ import annotations
 
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -17,51 +18,59 @@ from ..data.load import load_split
 from ..data.episodes import test_episodes
 from ..errors import OneshotError
 from ..evaluate import embed_split, score_episodes
+from ..features import base_mean, transformed
 from ..provenance import provenance
 from .records import budget_path, record_path, run_done, score_record, settings_for, verification_path, write
-from .presets import Study, main_scoring
+from .presets import Study, main_scoring, main_transform, source_of, transforms
 from ..verification import PAIRS, pair_scores, sample_pairs, sklearn_metrics, verification_metrics
 
 WAIT_S = 2.0  # how often runs held by other drivers are checked
 
 
 def evaluate_run(st: Study, cfg: Config, run_dir: Path, results: Path, data_root, train_record: dict) -> None:
-    """Score a trained run on every protocol and setting of its study; one record each. Each of
-    its snapshots (`snapshot_images`) is scored too, by the study's main classifier and distance."""
+    """Score a trained run on every protocol, setting, classifier, distance and feature transform
+    of its study; one record each. Each of its snapshots (`snapshot_images`) is scored too, by the
+    study's main classifier, distance and transform."""
     from ..checkpoint import load_encoder, snapshot_path
 
     snaps = [(n, load_encoder(run_dir, cfg.device, snapshot_path(run_dir, n).name)[0]) for n in cfg.snapshot_budgets]
     model, _ = load_encoder(run_dir, cfg.device)
+    embed_kw = dict(device=cfg.device, progress=False, precision=cfg.precision)
+    names = transforms(st.eval)
+    clf, dist = main_scoring(st.eval)
+    main_tf = main_transform(st.eval)
+
+    def mean_of(encoder):  # CL2N: the mean feature of the run's training split, without augmentation
+        return lambda: base_mean(encoder, load_split(cfg.dataset, cfg.protocol, cfg.train_split, data_root,
+                                                     cfg.image_size), **embed_kw)
+
     for protocol in st.eval["protocols"]:
         split = load_split(cfg.dataset, protocol, "test", data_root, cfg.image_size)
         t0 = time.perf_counter()
-        emb = embed_split(model, split, device=cfg.device, progress=False, precision=cfg.precision)
+        emb = embed_split(model, split, **embed_kw)
         embed_s = time.perf_counter() - t0
+        feats = transformed(emb, names, mean_of(model))
         settings_episodes = []
         for ways, shots, queries in settings_for(st, protocol):
             episodes, _ = test_episodes(split, protocol, ways, shots, queries, st.eval["episodes"], st.eval["seed"])
             settings_episodes.append((ways, shots, queries, episodes))
-            for clf in st.eval["classifiers"]:
-                for dist in st.eval["distances"]:
-                    t1 = time.perf_counter()
-                    acc = score_episodes(emb, episodes, shots, clf, dist)
-                    rec = score_record(st, cfg, protocol, ways, shots, queries, clf, dist, acc, train_record,
-                                        embed_s, time.perf_counter() - t1)
-                    path = record_path(results, st.name, cfg, protocol, ways, shots, clf, dist)
-                    write(path, rec)
-        clf, dist = main_scoring(st.eval)
+            for c, d, t in itertools.product(st.eval["classifiers"], st.eval["distances"], names):
+                t1 = time.perf_counter()
+                acc = score_episodes(feats[t], episodes, shots, c, d)
+                rec = score_record(st, cfg, protocol, ways, shots, queries, c, d, acc, train_record,
+                                    embed_s, time.perf_counter() - t1, t)
+                write(record_path(results, st.name, cfg, protocol, ways, shots, c, d, t), rec)
         for n, snap in snaps:  # the budget curve: the best checkpoint kept at n images, main scoring only
             t0 = time.perf_counter()
-            snap_emb = embed_split(snap, split, device=cfg.device, progress=False, precision=cfg.precision)
+            snap_emb = transformed(embed_split(snap, split, **embed_kw), [main_tf], mean_of(snap))[main_tf]
             embed_s = time.perf_counter() - t0
             at = {k: v for k, v in train_record.items() if k != "curve"} | _snapshot_info(run_dir, n)
             for ways, shots, queries, episodes in settings_episodes:
                 t1 = time.perf_counter()
                 acc = score_episodes(snap_emb, episodes, shots, clf, dist)
                 rec = score_record(st, cfg, protocol, ways, shots, queries, clf, dist, acc, at, embed_s,
-                                    time.perf_counter() - t1) | {"budget_images": n}
-                path = budget_path(results, st.name, cfg, n, protocol, ways, shots, clf, dist)
-                write(path, rec)
+                                    time.perf_counter() - t1, main_tf) | {"budget_images": n}
+                write(budget_path(results, st.name, cfg, n, protocol, ways, shots, clf, dist, main_tf), rec)
         if split.episodes is None and st.eval.get("verification_pairs", PAIRS) > 0:
             _verify(st, cfg, run_dir, results, split, protocol, emb, train_record)
 
@@ -121,6 +130,8 @@ def run_one(st: Study, cfg: Config, results: Path, runs_dir: Path, data_root=Non
     with claimed:
         if run_done(results, st, cfg):
             return "done"
-        trained = train(cfg, run_dir, data_root, progress=progress)
+        source = source_of(st, cfg)
+        trained = train(cfg, run_dir, data_root, progress=progress,
+                        init=run_path(runs_dir, st, source) if source is not None else None)
         evaluate_run(st, cfg, run_dir, results, data_root, trained.record)
     return "trained"
