@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -277,7 +278,9 @@ def train(cfg: Config, out: str | Path, data_root=None, resume: bool = True, pro
     record.update(status="finished", wall_time_s=round(time.perf_counter() - t0, 1), best_val_acc=best,
                   steps=cfg.steps, stopped_step=stopped, stopped_early=stopped < cfg.steps,
                   images_seen=stopped * cfg.batch_images, best_step=best_step,
-                  best_images=best_step * cfg.batch_images)
+                  best_images=best_step * cfg.batch_images,
+                  # the training step's rate: the median over the windows between validations
+                  images_per_s=round(statistics.median(r["images_per_s"] for r in curve), 1) if curve else math.nan)
     atomic_write_text(out / "run.json", json.dumps(record, indent=2))
     last.unlink(missing_ok=True)
     return Trained(out, record | {"curve": _curve_text(curve)})

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from oneshot import train as train_mod
+from tiny import interrupt_at_step
 from oneshot.cli import main
 from oneshot.config import BUILTIN_PARAMS, Config, from_dict, load_config, migrate
 from oneshot.errors import OneshotError
@@ -30,21 +31,8 @@ def tiny(**kw) -> Config:
 
 
 def interrupt_at_step_5(out, root, monkeypatch) -> None:
-    """Train tiny() into `out` and stop it by a KeyboardInterrupt in its fifth step (after the
-    checkpoint of step 3), as a killed run would stop."""
-    calls = {"n": 0}
-    real = train_mod.batch_loss
-
-    def dies_at_step_5(*a):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        return real(*a)
-
-    with monkeypatch.context() as m:
-        m.setattr(train_mod, "batch_loss", dies_at_step_5)
-        with pytest.raises(KeyboardInterrupt):
-            train(tiny(), out, root, progress=False)
+    """Train tiny() into `out` and stop it in its fifth step (after the checkpoint of step 3)."""
+    interrupt_at_step(5, tiny(), out, root, monkeypatch)
 
 
 def initial_weights(cfg: Config) -> dict:

@@ -117,3 +117,25 @@ def training_step(cfg: Config, split: Split) -> tuple[torch.Tensor, int, bool, b
     opt.step()
     moved = [not torch.equal(b, p) for b, p in zip(before, encoder + own)]
     return loss.detach(), n, any(moved[:len(encoder)]), (any(moved[len(encoder):]) if own else None)
+
+
+def interrupt_at_step(n: int, cfg: Config, out: Path, root: Path, monkeypatch) -> None:
+    """Train `cfg` into `out` and stop it by a KeyboardInterrupt in its n-th step, as a killed run
+    would stop (after the checkpoint of the last validation before it)."""
+    import pytest
+
+    from oneshot import train as train_mod
+
+    calls = {"n": 0}
+    real = train_mod.batch_loss
+
+    def dies(*a):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return real(*a)
+
+    with monkeypatch.context() as m:
+        m.setattr(train_mod, "batch_loss", dies)
+        with pytest.raises(KeyboardInterrupt):
+            train_mod.train(cfg, out, root, progress=False)
