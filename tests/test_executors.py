@@ -390,6 +390,49 @@ def test_slurm_gives_the_local_records_and_resubmits_only_a_cancelled_run(study,
     assert scores(out / "results") == local_scores
 
 
+def stop_the_controller_while_a_job_runs(name: str, down_s: float, seen: list) -> None:
+    """Stop the local Slurm's controller (by its pid file) once job `name` is queued, keep it down for
+    `down_s` seconds (every `squeue` of the driver fails meanwhile), then start it again on its saved
+    state. Records what squeue said while it was down in `seen`."""
+    conf = Path(os.environ["SLURM_CONF"])
+    pidfile = conf.parent / "slurmctld.pid"
+    deadline = time.time() + 120
+    while time.time() < deadline and not subprocess.run(["squeue", "-h", "-n", name, "-o", "%i"], capture_output=True,
+                                                        text=True).stdout.strip():
+        time.sleep(0.1)
+    pid = int(pidfile.read_text())
+    os.kill(pid, signal.SIGTERM)
+    try:
+        for _ in range(100):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        down = subprocess.run(["squeue", "-h"], capture_output=True, text=True, timeout=120)
+        seen.append(down.returncode)
+        time.sleep(down_s)
+    finally:
+        subprocess.run(["slurmctld", "-f", str(conf)], check=True)
+
+
+def test_the_slurm_driver_waits_through_a_controller_that_stops_answering(study, local_scores, slurm_partition,
+                                                                        tmp_path, capsys):
+    preset, root = study
+    seen: list = []
+    stopper = threading.Thread(target=stop_the_controller_while_a_job_runs, args=("oneshot-x", 8.0, seen))
+    stopper.start()
+    try:
+        bench(preset, root, tmp_path, Options(executor="slurm", slurm_partition=slurm_partition, slurm_time=10,
+                                              cpus=1))
+    finally:
+        stopper.join()
+    assert seen and seen[0] != 0  # squeue did fail while the controller was down
+    out = capsys.readouterr().out
+    assert "failed" not in out and "finished x/proto seed 0" in out
+    assert scores(tmp_path / "results") == local_scores
+
+
 def test_slurm_runs_the_smoke_preset_to_the_local_records(smoke_local, slurm_partition, tmp_path):
     root, local = smoke_local
     bench("smoke", root, tmp_path, Options(executor="slurm", slurm_partition=slurm_partition, slurm_time=10,

@@ -277,7 +277,7 @@ def _slurm(todo, opts: Options, results, runs_dir, data_root, note, on_run=None)
                     follow.finished(name, j.result())
                 except Exception as e:  # the job's own error, raised again here by submitit
                     follow.failed_run(name, f"{_last_line(e)} (log: {j.paths.stderr})")
-            elif j.job_id not in queued and (queued is not None):
+            elif queued is not None and j.job_id not in queued:  # squeue failed: wait and ask again
                 if j.paths.result_pickle.exists():
                     still.append((j, name))  # finished between the two looks
                 else:
