@@ -20,8 +20,11 @@ os.environ["MPLCONFIGDIR"] = str(TEST_HOME / ".config" / "matplotlib")
 # a Ray started by a test keeps its sessions here, not in /tmp/ray (short: Ray's socket paths live here)
 RAY_TMP = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
 os.environ["RAY_TMPDIR"] = str(RAY_TMP)
-# where libraries write under a home folder (the rest of ~ is not walked: toolchains are large)
-WATCHED = (".ray", ".cache", ".config", ".local", ".keras", ".torch", ".ipython")
+# What the tests' own processes could write under a home folder: Ray's token and sessions,
+# matplotlib's config and font cache. Only these are watched: other processes of the machine (a
+# training run beside the tests, decoding into ~/.cache/oneshot) may write elsewhere under ~
+# meanwhile, and that is not the tests' doing.
+WATCHED = (".ray", ".config/matplotlib", ".cache/matplotlib", ".matplotlib")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -31,11 +34,11 @@ from oneshot.data import omniglot
 
 
 def home_files(home: Path) -> set[str]:
-    """Top-level names of `home` and every path under the folders libraries write to."""
-    out = {p.name for p in home.iterdir()} if home.is_dir() else set()
+    """The WATCHED folders of `home` that exist, and every path under them."""
+    out = set()
     for name in WATCHED:
-        if (home / name).is_dir():
-            out |= {str(p.relative_to(home)) for p in (home / name).rglob("*")}
+        if (home / name).exists():
+            out |= {name} | {str(p.relative_to(home)) for p in (home / name).rglob("*")}
     return out
 
 

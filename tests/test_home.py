@@ -12,15 +12,20 @@ def test_home_is_the_tests_own_folder():
     assert os.environ["MPLCONFIGDIR"].startswith(str(conftest.TEST_HOME))
 
 
-def test_a_file_written_under_a_watched_folder_is_seen(tmp_path):
+def test_a_file_written_under_a_watched_folder_is_seen_and_others_are_not(tmp_path):
     home = tmp_path / "home"
     (home / ".pyenv" / "versions").mkdir(parents=True)
     before = conftest.home_files(home)
     (home / ".ray").mkdir()
     (home / ".ray" / "auth_token").write_text("x")
+    (home / ".config" / "matplotlib").mkdir(parents=True)
+    (home / ".config" / "matplotlib" / "matplotlibrc").write_text("x")
     (home / ".pyenv" / "versions" / "big").write_text("not walked")
+    (home / ".cache" / "oneshot").mkdir(parents=True)  # a training run beside the tests
+    (home / ".cache" / "oneshot" / "omniglot-56.npz").write_text("x")
     (home / "notes.txt").write_text("x")
-    assert conftest.home_files(home) - before == {".ray", ".ray/auth_token", "notes.txt"}
+    assert conftest.home_files(home) - before == {".ray", ".ray/auth_token", ".config/matplotlib",
+                                                  ".config/matplotlib/matplotlibrc"}
 
 
 def test_matplotlib_and_ray_keep_their_files_in_the_test_home():
