@@ -232,6 +232,7 @@ def check(cfg: Config) -> None:
             raise ConfigError(f"config key {key!r} = {getattr(cfg, key)!r}: choose one of {', '.join(allowed)}")
     _check_milestones(cfg)
     _check_source(cfg)
+    _check_image_size(cfg)
     if cfg.batch_size and cfg.loss in (*PAIR_LOSSES, "proto"):
         raise ConfigError(f"loss {cfg.loss!r} needs P x K batches (classes with several images each): "
                           f"leave batch_size = 0, got {cfg.batch_size}")
@@ -246,6 +247,19 @@ def check(cfg: Config) -> None:
         raise ConfigError(f"loss 'proto': a batch of {cfg.batch_shots} images per class with support_shots="
                           f"{cfg.support_shots} leaves no query; need 1 <= support_shots < batch_shots "
                           f"(or support_shots = 0 for batch_shots - 1 supports and one query, batch_shots >= 2)")
+
+
+# The smallest input side of each built-in encoder (a user's encoder is checked when it is built,
+# before a run directory is made).
+MIN_IMAGE_SIZE = {"conv4": ("Conv4", 16), "resnet12": ("ResNet12", 16), "koch": ("Koch", 53)}
+
+
+def _check_image_size(cfg: Config) -> None:
+    if cfg.encoder in MIN_IMAGE_SIZE and isinstance(cfg.image_size, int):
+        name, least = MIN_IMAGE_SIZE[cfg.encoder]
+        if cfg.image_size < least:
+            raise ConfigError(f"config key 'image_size' = {cfg.image_size}: encoder {cfg.encoder!r} ({name}) needs "
+                              f"inputs of at least {least}x{least}")
 
 
 SOURCE_MUST_MATCH = ("dataset", "protocol", "train_split", "image_size", "encoder", "encoder_params")

@@ -153,15 +153,10 @@ def train(cfg: Config, out: str | Path, data_root=None, resume: bool = True, pro
     cfg = resolved(cfg)
     source = source_encoder(cfg, init)  # refused before anything is written
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "config.json"
-    if not resume:
-        for name in ("last.pt", "best.pt", "curve.csv", "run.json"):
-            (out / name).unlink(missing_ok=True)
-    elif cfg_path.exists() and stored_identity(cfg_path) != cfg.identity():
+    if resume and cfg_path.exists() and stored_identity(cfg_path) != cfg.identity():
         raise TrainingError(f"{out} holds a run with a different config; use another --out, "
                             f"or --restart to overwrite it")
-    atomic_write_text(cfg_path, json.dumps(cfg.to_dict(), indent=2))
     # A corrupt best.pt is set aside and the run trained again from step 0 (its last.pt unused),
     # so it ends with the weights a fresh run gives; a finished run needs a readable best.pt.
     best_lost = resume and (out / "best.pt").exists() and checkpoint_or_none(out / "best.pt", cfg.name) is None
@@ -180,6 +175,12 @@ def train(cfg: Config, out: str | Path, data_root=None, resume: bool = True, pro
         model, criterion = build_model(cfg, train_split.images.shape[1], train_split.n_classes)
     if source is not None:
         model.encoder.load_state_dict(source)
+    # Everything that can refuse the run has run: only now is the run directory made.
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        for name in ("last.pt", "best.pt", "curve.csv", "run.json"):
+            (out / name).unlink(missing_ok=True)
+    atomic_write_text(cfg_path, json.dumps(cfg.to_dict(), indent=2))
     params = list(model.parameters()) + list(criterion.parameters())  # the loss's own (Koch's head, ...)
     place(cfg, model, criterion)
     opt = optimizer(cfg, params)

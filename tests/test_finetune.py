@@ -134,3 +134,29 @@ def test_eval_scores_under_a_transform(small_omniglot, tmp_path, capsys):
     assert main(base + ["--transform", "CL2N"]) == 0
     cl = json.loads(capsys.readouterr().out)
     assert un["transform"] == "UN" and cl["transform"] == "CL2N" and un["mean"] != cl["mean"]
+
+
+def test_a_refused_run_leaves_nothing_behind_and_the_corrected_command_trains(small_omniglot, tmp_path, capsys):
+    out = tmp_path / "runs" / "a"
+    assert main(["train", "--set", "image_size=8", "--out", str(out)]) == 2
+    assert "needs inputs of at least 16x16" in capsys.readouterr().err
+    assert not out.exists()
+    ok = ["train", "--data-root", str(small_omniglot), "--out", str(out)] + sum(
+        (["--set", f"{k}={v}"] for k, v in {**tiny.BASE, "steps": 2}.items()), [])
+    assert main(ok) == 0
+    assert (out / "best.pt").exists()
+
+
+def test_an_encoder_that_cannot_be_built_leaves_no_run_directory(small_omniglot, tmp_path):
+    cfg = from_dict({**tiny.BASE, "encoder": "koch", "image_size": 60, "loss": "proto"})
+    with pytest.raises(OneshotError):
+        train(from_dict({**cfg.to_dict(), "encoder_params": {"unknown": 1}}), tmp_path / "b", small_omniglot,
+              progress=False)
+    assert not (tmp_path / "b").exists()
+
+
+def test_zero_workers_is_refused_like_zero_cpus(small_omniglot, tmp_path, capsys):
+    preset = tiny.write_preset(tmp_path / "p.toml", tiny.study("t"))
+    assert main(["benchmark", "--preset", preset, "--dry-run", "--data-root", str(small_omniglot),
+                 "--executor", "ray", "--workers", "0"]) == 2
+    assert "--workers 0" in capsys.readouterr().err

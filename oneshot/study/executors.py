@@ -57,6 +57,8 @@ def with_resources(opts: Options, resources: dict) -> Options:
     unknown = set(resources) - {"cpus", "gpus"}
     if unknown:
         raise OneshotError(f"[resources] of a preset takes cpus and gpus (per run), not {', '.join(sorted(unknown))}")
+    if opts.workers is not None and opts.workers < 1:
+        raise OneshotError(f"--workers {opts.workers}: runs at once must be a whole number >= 1")
     cpus = opts.cpus if opts.cpus is not None else resources.get("cpus", None if opts.executor == "local" else 1)
     gpus = opts.gpus if opts.gpus is not None else resources.get("gpus", 0)
     if cpus is None and opts.executor == "local":
