@@ -142,6 +142,28 @@ def test_resources_per_run_come_from_the_flags_else_the_preset_else_defaults():
         with_resources(Options(), {"cpus": 0})
 
 
+@pytest.mark.parametrize("resources, flags, ok", [
+    ({"gpus": 0.5}, {}, True), ({}, {"gpus": 0.5}, True),  # a fraction shares a GPU, from a preset or a flag
+    ({"gpus": -1}, {}, False), ({}, {"gpus": -1}, False),
+    ({"cpus": 1.5}, {}, False), ({}, {"cpus": 0}, False),
+])
+def test_resources_follow_one_rule_from_presets_and_flags(tmp_path, resources, flags, ok):
+    from oneshot.study.executors import with_resources
+    from oneshot.study.presets import load_preset
+
+    path = write_preset(tmp_path / "r.toml", **({"resources": resources} if resources else {}))
+
+    def use():
+        header, _ = load_preset(path)
+        return with_resources(Options(executor="ray", **flags), header.get("resources", {}))
+
+    if ok:
+        assert use().gpus == 0.5
+    else:
+        with pytest.raises(OneshotError, match="cpus must be a whole number >= 1|gpus must be a number >= 0"):
+            use()
+
+
 def test_a_presets_resources_set_the_workers_of_the_plan(study, tmp_path, capsys):
     _, root = study
     two_cpus = write_preset(tmp_path / "r.toml", resources={"cpus": 2})

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from . import lock
 from ..errors import OneshotError
+from .presets import check_resources
 from .runs import WAIT_S, run_one, run_path
 
 EXECUTORS = ("local", "ray", "slurm")
@@ -62,9 +63,9 @@ def with_resources(opts: Options, resources: dict) -> Options:
     cpus = opts.cpus if opts.cpus is not None else resources.get("cpus", None if opts.executor == "local" else 1)
     gpus = opts.gpus if opts.gpus is not None else resources.get("gpus", 0)
     if cpus is None and opts.executor == "local":
+        check_resources(1, gpus, "resources per run (--gpus or the preset's [resources])")
         return dataclasses.replace(opts, gpus=gpus)
-    if not isinstance(cpus, int) or cpus < 1 or not isinstance(gpus, (int, float)) or gpus < 0:
-        raise OneshotError(f"resources per run: cpus must be a whole number >= 1 and gpus >= 0, not {cpus}, {gpus}")
+    check_resources(cpus, gpus, "resources per run (--cpus, --gpus or the preset's [resources])")
     return dataclasses.replace(opts, cpus=cpus, gpus=gpus)
 
 

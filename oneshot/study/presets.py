@@ -273,12 +273,18 @@ def source_of(st: Study, cfg: Config) -> Config | None:
     return next(c for c in st.runs if c.identity() == from_dict(cfg.init_from).identity())
 
 
+def check_resources(cpus, gpus, where: str) -> None:
+    """The one rule for resources per run, from flags and presets alike: cpus a whole number >= 1,
+    gpus a number >= 0 (a fraction shares a GPU between runs on Ray)."""
+    if isinstance(cpus, bool) or not isinstance(cpus, int) or cpus < 1:
+        raise OneshotError(f"{where}: cpus must be a whole number >= 1 (per run), got {cpus!r}")
+    if isinstance(gpus, bool) or not isinstance(gpus, (int, float)) or not gpus >= 0:
+        raise OneshotError(f"{where}: gpus must be a number >= 0 (per run; a fraction shares a GPU), got {gpus!r}")
+
+
 def _check_resources(resources: dict, where: str) -> None:
     _unknown(resources, ("cpus", "gpus"), where)
-    for key, lo in (("cpus", 1), ("gpus", 0)):
-        v = resources.get(key, lo)
-        if not (isinstance(v, int) and not isinstance(v, bool) and v >= lo):
-            raise OneshotError(f"{where}: {key} must be a whole number >= {lo} (per run), got {v!r}")
+    check_resources(resources.get("cpus", 1), resources.get("gpus", 0), where)
 
 
 def load_preset(preset: str) -> tuple[dict, list[Study]]:
