@@ -12,13 +12,14 @@ from pathlib import Path
 from .errors import OneshotError
 from .memory import keep_freed_memory
 from .config import PRECISIONS
+from .data.protocols import PROTOCOLS
 
 
 def _eval(args) -> dict:
-    from .data.load import check_protocol, check_scoring, load_split
-    from .data.episodes import test_episodes
-    from .evaluate import embed_split, evaluate
+    from .data.load import load_split
+    from .data.protocols import check_protocol, check_scoring, fixed_task
     from .precision import resolve
+    from .scoring import EvalSpec, score_encoder
 
     if args.verification:  # refused before any image is decoded or embedded
         from .verification import sklearn_metrics
@@ -38,58 +39,54 @@ def _eval(args) -> dict:
     size = args.image_size or (trained.image_size if trained else 28 if dataset == "omniglot" else 84)
     if trained is not None:
         check_scoring(dataset, trained.protocol, protocol)
-    fixed = protocol == "lake-20runs"
-    if fixed and (args.ways, args.shots) != (20, 1):
-        print("note: lake-20runs is a fixed 20-way 1-shot protocol; --ways/--shots/--queries/--episodes "
-              "are ignored", file=sys.stderr)
-    if not fixed:  # refuse an impossible request before any image is decoded or embedded
-        if args.queries < 1 or args.shots < 1 or args.ways < 2 or args.episodes < 1:
-            raise OneshotError(f"--ways {args.ways} --shots {args.shots} --queries {args.queries} --episodes "
-                               f"{args.episodes}: an episode needs at least 2 ways, 1 shot and 1 query, "
-                               "and at least 1 episode")
+    task = fixed_task(protocol)
+    if task:
+        if args.verification:
+            raise OneshotError(f"--verification: {protocol} is a fixed set of episodes; verification pairs need "
+                               "a split of classes (another protocol)")
+        if (args.ways, args.shots) != task[:2]:
+            print(f"note: {protocol} is a fixed {task[0]}-way {task[1]}-shot protocol; --ways/--shots/--queries/"
+                  "--episodes are ignored", file=sys.stderr)
+    flags = f"--ways {args.ways} --shots {args.shots} --queries {args.queries} --episodes {args.episodes}"
+    scored_as = protocol or dataset  # a folder or learn2learn dataset has no protocol but its own split
+    spec = EvalSpec.from_dict({  # refuses an impossible request before any image is decoded or embedded
+        "protocols": [scored_as], "settings": [] if task else [[args.ways, args.shots, args.queries]],
+        "episodes": args.episodes, "seed": args.seed, "classifiers": [args.classifier],
+        "distances": [args.distance], "transforms": [args.transform],
+        "verification_pairs": args.pairs if args.verification else 0}, where=flags)
     split = load_split(dataset, protocol, args.split, args.data_root, size)
-    episodes, (ways, shots, queries) = test_episodes(split, protocol, args.ways, args.shots, args.queries,
-                                                     args.episodes, args.seed)
-    n_shot = shots
-    encode = model if trained is not None else (lambda x: x.flatten(1))
-    prec = resolve(args.precision or (trained.precision if trained else "fp32"), args.device)
-    emb = embed_split(encode, split, device=args.device, progress=not args.json, precision=prec)
-    if args.transform != "UN":
-        from .features import base_mean, transform
 
-        def mean_of():  # the training split the encoder learnt from (pixels: the protocol's)
-            base = (load_split(trained.dataset, trained.protocol, trained.train_split, args.data_root, size)
-                    if trained is not None and trained.dataset == dataset else
-                    load_split(dataset, protocol, "train", args.data_root, size))
-            return base_mean(encode, base, device=args.device, progress=not args.json, precision=prec)
+    def base():  # CL2N: the training split the encoder learnt from (pixels: the protocol's)
+        if trained is not None and trained.dataset == dataset:
+            return load_split(trained.dataset, trained.protocol, trained.train_split, args.data_root, size)
+        return load_split(dataset, protocol, "train", args.data_root, size)
 
-        emb = transform(emb, args.transform, mean_of() if args.transform == "CL2N" else None)
-    res = evaluate(None, split, episodes, n_shot, args.classifier, args.distance, emb=emb)
-    out = {"dataset": dataset, "protocol": protocol, "split": args.split, "ways": ways,
-           "shots": shots, "queries": queries, "episodes": res["episodes"], "seed": args.seed,
-           "encoder": args.encoder, "classifier": args.classifier, "distance": args.distance,
-           "transform": args.transform,
-           "image_size": size, "precision": prec, **res}
-    if args.verification:
-        out.update(_verification(args, split, emb, trained))
-    return out
-
-
-def _verification(args, split, emb, trained) -> dict:
-    """--verification: ROC metrics on --pairs seeded same/different pairs of the split, scored by
-    --distance (and, for a Koch run, by its head under "koch_head")."""
-    from .verification import flat, pair_scores, sample_pairs, verification_metrics
-
-    pairs, same = sample_pairs(split.labels, args.pairs, args.seed)
-    m = verification_metrics(pair_scores(emb, pairs, args.distance), same.numpy(), seed=args.seed)
-    out = {**flat(m), "verification": {k: m[k] for k in ("roc_auc", "eer", "tar_at_far", "pairs")}}
+    koch_head = None
     if trained is not None and trained.loss == "koch":
         from .checkpoint import load_koch_head
 
-        head = load_koch_head(args.encoder, emb.shape[1])
-        k = verification_metrics(pair_scores(emb, pairs, "koch-head", head), same.numpy(), seed=args.seed)
-        out["koch_head"] = {**flat(k), "verification": {key: k[key] for key in ("roc_auc", "eer", "tar_at_far")}}
+        koch_head = lambda dim: load_koch_head(args.encoder, dim)  # noqa: E731
+    prec = resolve(args.precision or (trained.precision if trained else "fp32"), args.device)
+    scored = score_encoder(model if trained is not None else (lambda x: x.flatten(1)), split, scored_as, spec,
+                           base=base, koch_head=koch_head, device=args.device, precision=prec,
+                           progress=not args.json)
+    score = scored.scores[0]
+    out = {"dataset": dataset, "protocol": protocol, "split": args.split, "ways": score.ways,
+           "shots": score.shots, "queries": score.queries, "seed": args.seed,
+           "encoder": args.encoder, "classifier": args.classifier, "distance": args.distance,
+           "transform": args.transform, "image_size": size, "precision": prec, **score.summary()}
+    if scored.verification is not None:  # by --distance, and a Koch run's head under "koch_head"
+        out.update(_verification_view(scored.verification[args.distance]))
+        if "koch-head" in scored.verification:
+            out["koch_head"] = _verification_view(scored.verification["koch-head"])
     return out
+
+
+def _verification_view(m: dict) -> dict:
+    """Verification metrics (`verification_metrics`) as `oneshot eval --json` prints them."""
+    from .verification import flat
+
+    return {**flat(m), "verification": {k: m[k] for k in ("roc_auc", "eer", "tar_at_far", "pairs")}}
 
 
 def cmd_eval(args) -> None:
@@ -208,8 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(e)
     e.add_argument("--dataset", help="omniglot, miniimagenet, folder:PATH or l2l:NAME (default: the "
                    "encoder's training dataset, else omniglot)")
-    e.add_argument("--protocol", help="omniglot: vinyals, lake, lake-within, lake-20runs; miniimagenet: ravi "
-                   "(default: the encoder's, else the dataset's first)")
+    e.add_argument("--protocol", help="; ".join(f"{d}: {', '.join(p)}" for d, p in PROTOCOLS.items())
+                   + " (default: the encoder's, else the dataset's first)")
     e.add_argument("--split", default="test", help="test, val, train; a folder dataset also has 'all' "
                    "(every class, no training split held out)")
     e.add_argument("--ways", type=int, default=5)

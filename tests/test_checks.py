@@ -10,6 +10,7 @@ from oneshot.study import presets as st_mod
 from oneshot.cli import main
 from oneshot.config import Config, from_dict, load_config
 from oneshot.errors import ConfigError, OneshotError
+from oneshot.scoring import EvalSpec
 
 
 @pytest.mark.parametrize("pairs, message", [
@@ -92,9 +93,10 @@ def test_every_table_of_a_preset_is_checked_before_planning(tmp_path, change, me
 
 
 def test_main_scoring_defaults_to_the_first_of_the_lists():
-    assert st_mod.main_scoring({"classifiers": ["nearest-prototype"], "distances": ["cosine", "euclidean"]}) == (
-        "nearest-prototype", "cosine")
-    assert st_mod.main_scoring({}) == ("nearest-support", "euclidean")
+    spec = EvalSpec.from_dict({"classifiers": ["nearest-prototype"], "distances": ["cosine", "euclidean"],
+                               "settings": [[5, 1, 15]]}, "vinyals")
+    assert spec.main == ("nearest-prototype", "cosine", "UN")
+    assert EvalSpec.from_dict({"settings": [[5, 1, 15]]}, "vinyals").main == ("nearest-support", "euclidean", "UN")
 
 
 @pytest.mark.parametrize("make", ["missing", "empty", "no-records"])

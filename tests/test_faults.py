@@ -204,9 +204,10 @@ def test_a_lock_of_a_dead_process_is_taken_over_a_live_one_is_respected(tmp_path
 
 
 def test_run_one_skips_a_run_held_by_another_driver(tmp_path):
+    from oneshot.scoring import EvalSpec
     from oneshot.study.presets import Study
 
-    st = Study(name="s", runs=[], eval={})
+    st = Study(name="s", runs=[], eval=EvalSpec.from_dict({"settings": [[5, 1, 15]]}, "vinyals"))
     cfg = Config(name="c")
     run = tmp_path / "runs" / "s" / "c" / "seed0"
     run.mkdir(parents=True)

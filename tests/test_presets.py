@@ -29,7 +29,7 @@ def test_every_committed_preset_loads_and_its_models_build(name):
         assert st.runs and st.configurations
         assert len({(c.name, c.seed) for c in st.runs}) == len(st.runs)
         assert {c.name for c in st.runs} == set(st.configurations)
-        assert st.eval["settings"] or st.eval["protocols"] == ["lake-20runs"]
+        assert st.eval.settings or st.eval.protocols == ("lake-20runs",)
         for cfg in {c.name: c for c in st.runs}.values():  # one model per configuration
             channels = 3 if cfg.dataset == "miniimagenet" else 1
             model, loss = build_model(cfg, channels, num_classes=64)
@@ -106,8 +106,8 @@ def test_paper_extends_the_default_grid_and_cannot_drift_from_it():
         assert all(c.precision == "auto" for c in st.runs)
     mini, omni = by_dataset["miniimagenet"], by_dataset["omniglot"]
     assert all(c.image_size == 84 and c.augment == "natural" and c.steps == 40000 for c in mini.runs)
-    assert mini.eval["episodes"] >= 600 and {(5, 1, 15), (5, 5, 15)} == set(st_mod.settings(mini.eval))
-    assert omni.eval["episodes"] >= 1000 and all(c.steps == 30000 for c in omni.runs)
+    assert mini.eval.episodes >= 600 and {(5, 1, 15), (5, 5, 15)} == set(mini.eval.settings)
+    assert omni.eval.episodes >= 1000 and all(c.steps == 30000 for c in omni.runs)
     _, (reproduce,) = st_mod.load_preset("reproduce")
     rule = ("schedule", "lr_decay", "patience", "val_ways", "val_shots", "val_queries", "val_episodes")
     siamese = next(c for c in reproduce.runs if c.loss == "contrastive")  # the reproduce preset's rule, per image
@@ -116,7 +116,7 @@ def test_paper_extends_the_default_grid_and_cannot_drift_from_it():
         assert (c.val_every * c.batch_images, c.lr_decay_every * c.batch_images) == (
             siamese.val_every * siamese.batch_images, siamese.lr_decay_every * siamese.batch_images)
         assert c.snapshot_budgets == [256000, 1024000, 1440000]
-    assert set(st_mod.settings(omni.eval)) == {(5, 1, 15), (5, 5, 15), (20, 1, 5), (20, 5, 5)}
+    assert set(omni.eval.settings) == {(5, 1, 15), (5, 5, 15), (20, 1, 5), (20, 5, 5)}
 
 
 def test_mini_cpu_keeps_its_committed_runs():
@@ -197,7 +197,7 @@ episodes = 7
     assert header["description"] == "parent" and b.name == "b"
     assert b.configurations == ["contrastive-m0.5", "contrastive-m1.0"] and len(b.runs) == 4
     assert all(c.steps == 50 and c.lr == 0.1 for c in b.runs)
-    assert b.eval["episodes"] == 7 and b.eval["settings"] == [[5, 1, 15]]
+    assert b.eval.episodes == 7 and b.eval.settings == ((5, 1, 15),)
     (tmp_path / "bad.toml").write_text('extends = "PARENT"\n[[study]]\nname = "zz"\n'.replace(
         "PARENT", str(tmp_path / "parent.toml")))
     with pytest.raises(OneshotError, match="does not have"):

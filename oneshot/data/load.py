@@ -11,6 +11,7 @@ from pathlib import Path
 
 
 from ..errors import DataError
+from .protocols import check_protocol
 from .split import Split
 
 DEFAULT_ROOT = Path("data")
@@ -24,35 +25,6 @@ def data_root(arg: str | os.PathLike | None = None) -> Path:
     return Path(env).expanduser() if env else DEFAULT_ROOT
 
 
-DATASETS = ("omniglot", "miniimagenet")
-# The protocols of each named dataset, the first being its default. Folder and learn2learn
-# datasets have one split of their own, and their protocol is only a label.
-PROTOCOLS = {"omniglot": ("vinyals", "lake", "lake-within", "lake-20runs"), "miniimagenet": ("ravi",)}
-LAKE = ("lake", "lake-within", "lake-20runs")
-DISPLAY = {"omniglot": "Omniglot", "miniimagenet": "miniImageNet"}
-
-
-def check_protocol(dataset: str, protocol: str | None) -> str | None:
-    """The protocol to use for `dataset` (its default when None); unknown ones are refused."""
-    known = PROTOCOLS.get(dataset)
-    if known is None:
-        return protocol
-    if protocol is None:
-        return known[0]
-    if protocol not in known:
-        raise DataError(f"unknown {DISPLAY.get(dataset, dataset)} protocol {protocol!r}; choose one of {', '.join(known)}")
-    return protocol
-
-
-def check_scoring(dataset: str, trained_on: str, protocol: str) -> None:
-    """Refuse to score an encoder on a protocol whose test classes it was trained on: the
-    Vinyals train split holds 236 of the 659 characters of the Lake evaluation set."""
-    if dataset == "omniglot" and protocol in LAKE and trained_on not in LAKE:
-        raise DataError(f"an encoder trained on the Omniglot {trained_on!r} split has seen characters of "
-                        f"the {protocol!r} test set; train on protocol 'lake' (images_background only) "
-                        f"to score on {', '.join(LAKE)}")
-
-
 def load_split(
     dataset: str,
     protocol: str | None,
@@ -60,8 +32,8 @@ def load_split(
     root: str | os.PathLike | None = None,
     size: int | None = None,
 ) -> Split:
-    """Load one split by name: `omniglot` (protocols vinyals, lake, lake-within, lake-20runs),
-    `miniimagenet` (protocol ravi), `folder:PATH`, or `l2l:NAME` (learn2learn's files, see
+    """Load one split by name: `omniglot` or `miniimagenet` under one of its protocols
+    (`data.protocols.PROTOCOLS`), `folder:PATH`, or `l2l:NAME` (learn2learn's files, see
     `oneshot.data.l2l`). A protocol of None means the dataset's default."""
     protocol = check_protocol(dataset, protocol)
     if dataset == "omniglot":

@@ -26,10 +26,10 @@ from PIL import Image
 
 from .cache import cache_key, cached_arrays, fingerprint
 from .decode import Files
+from .protocols import check_protocol
 from .split import Split
 from ..errors import DataError
 
-PROTOCOLS = ("vinyals", "lake", "lake-within", "lake-20runs")
 SETS = {"images_background": (964, 30), "images_evaluation": (659, 20)}
 DRAWINGS = 20
 NATIVE = 105
@@ -142,8 +142,7 @@ def _dataset_folder(root: Path) -> Path:
 
 def load_omniglot(root: Path, protocol: str = "vinyals", split: str = "test", size: int = 28) -> Split:
     """One Omniglot split under a protocol; images uint8 [M, 1, size, size]."""
-    if protocol not in PROTOCOLS:
-        raise DataError(f"unknown Omniglot protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    check_protocol("omniglot", protocol)
     if size < 4 or size > NATIVE:
         raise DataError(f"image size {size} out of range; use 4..{NATIVE} (28 is standard, {NATIVE} native)")
     folder = _dataset_folder(root)

@@ -18,7 +18,7 @@ from ..study import records
 from ..config import migrate
 from ..errors import OneshotError
 from ..stats import crossed
-from ..study.presets import main_scoring, main_transform
+from ..scoring import EvalSpec
 
 FAMILY_NAMES = {"contrastive-hard": "Contrastive, hardest pairs", "contrastive-active": "Contrastive, active pairs",
                 "contrastive-balanced": "Contrastive, all pairs",
@@ -88,6 +88,7 @@ def _record_row(path: Path) -> dict:
     """One score record as a row of `load_records`."""
     r = json.loads(path.read_text())
     cfg, tr = migrate(r["config"]), r["train"]
+    spec = EvalSpec.from_dict(r["study_eval"], where=f"the record of {r['study']}/{r['run']}")
     return {
         "study": r["study"], "run": r["run"], "seed": cfg["seed"], "dataset": r["dataset"],
         "protocol": r["protocol"], "ways": r["ways"], "shots": r["shots"], "queries": r["queries"],
@@ -98,12 +99,12 @@ def _record_row(path: Path) -> dict:
         "pixels_val_acc": tr.get("pixels_val_acc", np.nan), "train_s": tr["wall_time_s"], "steps": cfg["steps"],
         "normalize": cfg["normalize"], "precision": cfg.get("precision", "fp32"),
         "per_episode": np.asarray(r["per_episode"]),
-        "main": (*main_scoring(r["study_eval"]), main_transform(r["study_eval"])),
+        "main": spec.main,
         "curve": tr.get("curve", ""), "commit": tr["commit"], "versions": tr["versions"],
         "device": tr["device"], "embed_s": r["eval"]["embed_s"], "batch": batch_shape(cfg),
         "budget": r.get("budget_images", cfg["steps"] * (cfg.get("batch_size") or cfg["batch_classes"] * cfg["batch_shots"])),
         "images_seen": tr.get("images_seen", np.nan),
-        "reproduces": json.dumps(r["study_eval"].get("reproduces", []), sort_keys=True),
+        "reproduces": json.dumps(list(spec.reproduces), sort_keys=True),
     }
 
 

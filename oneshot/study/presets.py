@@ -7,8 +7,8 @@ with one or more `[[study]]` blocks:
     [[study]]
     name = "omniglot-cpu"
     [study.base]                     # config keys shared by every run
-    [study.eval]                     # protocols, settings, episodes, seed, classifiers, distances,
-                                     #   verification_pairs
+    [study.eval]                     # how runs are scored: `oneshot.scoring.EvalSpec` (protocols,
+                                     #   settings, episodes, seed, classifiers, distances, transforms, ...)
     [[study.runs]]                   # a configuration: a name and the keys that differ from base
     [[study.runs]]                   # keys given as lists make a grid: every combination, named
     loss = "triplet"                 #   after the loss (or `name`) and the listed values:
@@ -29,19 +29,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from ..config import SHORT_FORM, Config, from_dict
-from ..verification import PAIRS
-from ..data.load import check_protocol, check_scoring
+from ..data.protocols import check_protocol, check_scoring
 from ..errors import OneshotError
+from ..scoring import EvalSpec
 
 PRESETS = Path(__file__).resolve().parent.parent / "presets"
-# The defaults of [study.eval], the one place they are set. protocols: the base config's protocol;
-# main_classifier / main_distance: the first of the lists (what the main, margin and paired tables
-# show); verification_pairs: same/different test pairs scored per run (oneshot.verification; 0: none);
-# reproduces: published recipes the study reproduces (tables: a row beside the published one).
-EVAL_DEFAULTS = {"episodes": 1000, "seed": 2026, "classifiers": ["nearest-support"], "distances": ["euclidean"],
-                 "verification_pairs": PAIRS, "reproduces": []}
-EVAL_KEYS = ("protocols", "settings", "main_classifier", "main_distance", "transforms", "main_transform",
-             *EVAL_DEFAULTS)
 TOP_KEYS = ("description", "extends", "seeds", "resources", "study")
 STUDY_KEYS = ("name", "from", "base", "eval", "runs", "seeds")
 CONFIG_KEYS = [*(f.name for f in fields(Config)), *SHORT_FORM]  # a config's keys, the built-ins' short form too
@@ -50,37 +42,14 @@ RECIPE_KEYS = ("label", "published", "runs")
 LIST_KEYS = tuple(f.name for f in fields(Config) if f.type in ("list", list))
 
 
-def transforms(ev: dict) -> list[str]:
-    """The feature transforms a study scores under (`oneshot.features`; records before them: UN)."""
-    return ev.get("transforms", ["UN"])
-
-
-def main_transform(ev: dict) -> str:
-    """The feature transform of a study's main tables: main_transform, else the first of `transforms`."""
-    return ev.get("main_transform", transforms(ev)[0])
-
-
-def main_scoring(ev: dict) -> tuple[str, str]:
-    """(classifier, distance) of a study's main tables: main_classifier / main_distance, else the
-    first of `classifiers` / `distances` (records written before these were stored: the same rule)."""
-    classifiers = ev.get("classifiers", EVAL_DEFAULTS["classifiers"])
-    distances = ev.get("distances", EVAL_DEFAULTS["distances"])
-    return ev.get("main_classifier", classifiers[0]), ev.get("main_distance", distances[0])
-
-
 @dataclass
 class Study:
     """A study: its runs (one Config per configuration and seed) and how they are scored."""
 
     name: str
     runs: list[Config]
-    eval: dict
+    eval: EvalSpec
     configurations: list[str] = field(default_factory=list)  # names, in the preset's order
-
-
-def settings(ev: dict) -> list[tuple[int, int, int]]:
-    """(ways, shots, queries) of a study's evaluation."""
-    return [tuple(s) for s in ev["settings"]]
 
 
 def _find(preset: str) -> Path:
@@ -161,45 +130,9 @@ def _seeds(value, where: str) -> None:
         raise OneshotError(f"{where}: seeds must be a non-empty list of whole numbers >= 0, got {value!r}")
 
 
-def _check_eval(ev: dict, where: str, run_names: list[str]) -> None:
-    """Refuse a [study.eval] no table can be made from, before anything trains."""
-    from ..distances import METRICS
-    from ..evaluate import CLASSIFIERS
-
-    _unknown(ev, EVAL_KEYS, where)
-    if not isinstance(ev["protocols"], list) or not ev["protocols"]:
-        raise OneshotError(f"{where}: protocols must be a non-empty list, got {ev['protocols']!r}")
-    if "settings" not in ev and set(ev["protocols"]) == {"lake-20runs"}:
-        ev["settings"] = []  # Lake's 20 runs are the fixed 20-way 1-shot task
-    if "settings" not in ev:
-        raise OneshotError(f"{where}: settings is required, e.g. settings = [[5, 1, 15], [20, 1, 5]] "
-                           "(ways, shots, queries per class)")
-    def valid(x) -> bool:  # [ways >= 2, shots >= 1, queries >= 1]
-        return (isinstance(x, list) and len(x) == 3
-                and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in x) and x[0] >= 2)
-
-    listed = ev["settings"]
-    may_be_empty = set(ev["protocols"]) == {"lake-20runs"}
-    bad = [x for x in listed if not valid(x)] if isinstance(listed, list) and (listed or may_be_empty) else [listed]
-    if bad:
-        raise OneshotError(f"{where}: settings must be a non-empty list of [ways >= 2, shots >= 1, queries >= 1], "
-                           f"got {bad[0]!r}")
-    from ..features import TRANSFORMS
-
-    for key, allowed in (("classifiers", CLASSIFIERS), ("distances", METRICS), ("transforms", TRANSFORMS)):
-        v = ev.get(key, ["UN"])
-        if not (isinstance(v, list) and v and all(x in allowed for x in v)):
-            raise OneshotError(f"{where}: {key} must be a non-empty list of {', '.join(allowed)}; got {v!r}")
-    for key, among in (("main_classifier", "classifiers"), ("main_distance", "distances"),
-                       ("main_transform", "transforms")):
-        if key in ev and ev[key] not in ev.get(among, ["UN"]):
-            raise OneshotError(f"{where}: {key} = {ev[key]!r} is not among {among} = {ev.get(among, ['UN'])}: its tables "
-                               "would have no scores")
-    for key, lo in (("episodes", 1), ("seed", 0), ("verification_pairs", 0)):
-        v = ev[key]
-        if not (isinstance(v, int) and not isinstance(v, bool) and v >= lo):
-            raise OneshotError(f"{where}: {key} must be a whole number >= {lo}, got {v!r}")
-    for i, r in enumerate(ev["reproduces"]):
+def _check_reproduces(ev: EvalSpec, where: str, run_names: list[str]) -> None:
+    """Each published recipe a study reproduces maps test shots to one of its configurations."""
+    for i, r in enumerate(ev.reproduces):
         at = f"{where}.reproduces[{i}]"
         _unknown(r, RECIPE_KEYS, at)
         if set(r) != set(RECIPE_KEYS) or not isinstance(r["runs"], dict) or not r["runs"]:
@@ -237,12 +170,12 @@ def _study(s: dict, seeds: list[int], path: Path) -> Study:
                 runs.append(from_dict({**base, **keys, "seed": seed} | _source(keys, seed, runs)))
             except OneshotError as e:
                 raise OneshotError(f"{at}: {e}") from None
-    ev = {"protocols": [base.get("protocol", "vinyals")], **EVAL_DEFAULTS, **s.get("eval", {})}
-    _check_eval(ev, f"{where} [study.eval]", names)
+    ev = EvalSpec.from_dict(s.get("eval", {}), base.get("protocol", "vinyals"), f"{where} [study.eval]")
+    _check_reproduces(ev, f"{where} [study.eval]", names)
     for cfg in runs:
         try:
             check_protocol(cfg.dataset, cfg.protocol)
-            for protocol in ev["protocols"]:
+            for protocol in ev.protocols:
                 check_protocol(cfg.dataset, protocol)
                 check_scoring(cfg.dataset, cfg.protocol, protocol)
         except OneshotError as e:

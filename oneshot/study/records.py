@@ -24,8 +24,8 @@ from pathlib import Path
 from ..config import Config, from_dict
 from ..errors import OneshotError
 from ..provenance import atomic_write_text, provenance
-from ..stats import summarize
-from .presets import Study, main_scoring, main_transform, settings, transforms
+from ..scoring import Score
+from .presets import Study
 
 VERSION = 3
 SCORES = "*/*/seed*/*.json"
@@ -80,20 +80,13 @@ def run_done(results: Path, st: Study, cfg: Config) -> bool:
 
 
 def record_paths(results: Path, st: Study, cfg: Config) -> list[Path]:
-    """Every score record a run of `st` writes: each protocol, setting, classifier and distance,
-    and each snapshot budget at the main classifier and distance."""
-    clf, dist = main_scoring(st.eval)
-    main_tf = main_transform(st.eval)
-    return [record_path(results, st.name, cfg, proto, w, s, c, d, t)
-            for proto in st.eval["protocols"] for (w, s, _) in settings_for(st, proto)
-            for c in st.eval["classifiers"] for d in st.eval["distances"] for t in transforms(st.eval)] + [
-            budget_path(results, st.name, cfg, n, proto, w, s, clf, dist, main_tf)
-            for n in cfg.snapshot_budgets for proto in st.eval["protocols"] for (w, s, _) in settings_for(st, proto)]
-
-
-def settings_for(st: Study, protocol: str) -> list[tuple[int, int, int]]:
-    """(ways, shots, queries) a protocol is scored on: Lake's 20 runs are their fixed 20-way 1-shot task."""
-    return [(20, 1, 1)] if protocol == "lake-20runs" else settings(st.eval)
+    """Every score record a run of `st` writes: each protocol, setting, classifier, distance and
+    transform, and each snapshot budget at the main ones."""
+    ev = st.eval
+    return [record_path(results, st.name, cfg, proto, w, s, *scoring)
+            for proto in ev.protocols for (w, s, _) in ev.settings_for(proto) for scoring in ev.scorings()] + [
+            budget_path(results, st.name, cfg, n, proto, w, s, *ev.main)
+            for n in cfg.snapshot_budgets for proto in ev.protocols for (w, s, _) in ev.settings_for(proto)]
 
 
 def valid_record(path: Path, cfg: Config) -> bool:
@@ -115,18 +108,25 @@ def unreadable_record(path: Path) -> bool:
         return True
 
 
-def score_record(st: Study, cfg: Config, protocol: str, ways: int, shots: int, queries: int, clf: str, dist: str,
-                  acc, train_record: dict, embed_s: float, score_s: float, transform: str = "UN") -> dict:
-    """The record of one run's accuracies `acc` [E] on one setting (VERSION of the layout); a
-    transform other than UN is recorded under "transform" (a record without one was scored UN)."""
+def score_record(st: Study, cfg: Config, protocol: str, score: Score, train_record: dict, embed_s: float) -> dict:
+    """The record of one run's score on one setting (VERSION of the layout); a transform other
+    than UN is recorded under "transform" (a record without one was scored UN)."""
     return {
         "version": VERSION, "study": st.name, "run": cfg.name, "seed": cfg.seed, "dataset": cfg.dataset, "protocol": protocol,
-        "split": "test", "ways": ways, "shots": shots, "queries": queries,
-        "episode_seed": st.eval["seed"], "classifier": clf, "distance": dist,
-        **({"transform": transform} if transform != "UN" else {}),
-        "study_eval": st.eval,
-        **summarize(acc.numpy()),
-        "per_episode": [round(a, 6) for a in acc.tolist()],
+        "split": "test", "ways": score.ways, "shots": score.shots, "queries": score.queries,
+        "episode_seed": st.eval.seed, "classifier": score.classifier, "distance": score.distance,
+        **({"transform": score.transform} if score.transform != "UN" else {}),
+        "study_eval": st.eval.to_dict(),
+        **score.summary(),
         "config": cfg.to_dict(), "train": train_record,
-        "eval": {"embed_s": round(embed_s, 2), "score_s": round(score_s, 3), **provenance(cfg.device)},
+        "eval": {"embed_s": round(embed_s, 2), "score_s": round(score.score_s, 3), **provenance(cfg.device)},
     }
+
+
+def verification_record(st: Study, cfg: Config, protocol: str, scores: dict, train_record: dict,
+                        verify_s: float) -> dict:
+    """The record of one run's verification scores on one protocol ({scorer: metrics})."""
+    return {"study": st.name, "run": cfg.name, "seed": cfg.seed, "dataset": cfg.dataset, "protocol": protocol,
+            "split": "test", "pair_seed": st.eval.seed, "scores": scores,
+            "config": cfg.to_dict(), "train": {k: v for k, v in train_record.items() if k != "curve"},
+            "eval": {"verify_s": round(verify_s, 2), **provenance(cfg.device)}}
