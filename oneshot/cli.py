@@ -168,7 +168,7 @@ def cmd_table(args) -> None:
 def cmd_benchmark(args) -> None:
     from .study.benchmark import run_benchmark
 
-    from .study.executors import Options
+    from .study.options import Options
 
     opts = Options(executor=args.executor, workers=args.workers, cpus=args.cpus, gpus=args.gpus,
                    ray_address=args.ray_address, max_retries=args.max_retries,

@@ -11,3 +11,7 @@ class DataError(OneshotError):
 
 class ConfigError(OneshotError, ValueError):
     """A config, preset or request names something unknown or impossible."""
+
+
+class TrainingError(OneshotError):
+    """Training cannot go on (a NaN or infinite loss, an incompatible run directory)."""

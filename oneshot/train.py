@@ -1,20 +1,16 @@
-"""One plain training loop: P x K batches, a Siamese encoder, a loss, Adam with a cosine or step schedule.
+"""One plain training loop: batches (P x K, or uniform), a Siamese encoder, a loss, an optimiser
+and a schedule; validation on fixed episodes, the best checkpoint kept.
 
-A run directory holds `config.json` (the full resolved config), `run.json` (seed, commit,
-versions, device, wall time, status), `curve.csv` (the training curve), `best.pt` (the best
-validation checkpoint, with its config) and `last.pt` (everything needed to resume).
-Every file is written atomically, so an interrupted run can be resumed or restarted; a
-checkpoint that cannot be read (cut short by a copy) is moved aside to `<file>.corrupt` and
-the run trained again from step 0, which gives the same weights.
+It trains into a run directory (`oneshot.rundir` says what each file holds), so an interrupted
+run can be resumed or restarted; a checkpoint that cannot be read (cut short by a copy) is moved
+aside to `<file>.corrupt` and the run trained again from step 0, which gives the same weights.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -30,13 +26,12 @@ from .data.load import load_split
 from .data.split import Split
 from .encoders import Siamese
 from .data.episodes import EpochBatches, generator, sample_batch, sample_episodes
-from .errors import OneshotError
+from .errors import TrainingError
 from .evaluate import embed_split, score_episodes
-from .provenance import atomic_write_text, provenance
+from .provenance import provenance
+from .optim import Stepper
 from .registry import LossContext, build_loss, build_model
-
-class TrainingError(OneshotError):
-    """Training cannot go on (a NaN or infinite loss, an incompatible run directory)."""
+from .rundir import RunDir, curve_text, log_scalars
 
 
 def batch_loss(cfg: Config, emb: torch.Tensor, labels: torch.Tensor, criterion: nn.Module | None) -> torch.Tensor:
@@ -77,8 +72,8 @@ def step_loss(cfg: Config, split: Split, model: Siamese, criterion: nn.Module | 
     if cfg.batch_size:
         idx = (batches or EpochBatches(len(split.labels), cfg.batch_size)).next(g)
     else:
-        idx, _ = sample_batch(split, cfg.batch_classes, cfg.batch_shots, g)
-    labels = split.labels[idx]
+        idx = sample_batch(split, cfg.batch_classes, cfg.batch_shots, g)
+    labels = split.labels[idx]  # the classes of the split: a softmax head's outputs
     dev = split.images.device
     x = augment(split.to_float(split.images[idx.to(dev, non_blocking=True)]), cfg.augment, g)
     x = x.to(cfg.device, non_blocking=True)
@@ -125,13 +120,6 @@ def source_encoder(cfg: Config, init: str | Path | None) -> dict | None:
     return {k[len("encoder."):]: v for k, v in state["model"].items() if k.startswith("encoder.")}
 
 
-def optimizer(cfg: Config, params: list) -> torch.optim.Optimizer:
-    """The run's optimiser: Adam, or SGD with `momentum` (no Nesterov), each with `weight_decay`."""
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
 @dataclasses.dataclass
 class Trained:
     """What `train` trained: its run directory and its record (run.json: seed, commit, versions,
@@ -141,197 +129,172 @@ class Trained:
     record: dict
 
 
+@dataclasses.dataclass
+class Progress:
+    """Where a run stands, as last.pt keeps it besides the weights and the optimiser."""
+
+    step: int = 0
+    best: float = -1.0
+    best_step: int = 0
+    waited: int = 0
+    curve: list = dataclasses.field(default_factory=list)
+    elapsed: float = 0.0
+    stopped: bool = False
+
+
+class Window:
+    """The steps since the last report: the loss summed on the device and read back (one host
+    synchronisation) only when reported, the images and the time they took."""
+
+    def __init__(self, device):
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        self.t, self.images, self.loss, self.n = time.perf_counter(), 0, torch.zeros((), device=self.device), 0
+
+    def add(self, loss: torch.Tensor, images: int) -> None:
+        self.loss, self.n, self.images = self.loss + loss.detach(), self.n + 1, self.images + images
+
+    def read(self, name: str, done: int) -> tuple[float, float]:
+        """(mean loss, images/s) of the window ending at step `done`; a NaN or infinite loss stops the run."""
+        mean = self.loss.item() / self.n
+        if not math.isfinite(mean):
+            raise TrainingError(f"{name}: the loss is {mean} within steps {done - self.n + 1}-{done}; stopping "
+                                "(try a lower lr or a normalised embedding). Resuming restarts from the last "
+                                "validation point.")
+        return mean, self.images / (time.perf_counter() - self.t)
+
+
 def train(cfg: Config, out: str | Path, data_root=None, resume: bool = True, progress: bool = True,
           init: str | Path | None = None) -> Trained:
     """Train `cfg` into run directory `out`; resume from `out/last.pt` when it matches. A run
     found finished is not trained again: its record is read back. A fine-tuning run
     (`cfg.init_from`) starts from the best encoder of the run directory `init`, whose config must
-    be its source's.
-
-    A run directory is the same run when its stored config has the same identity
-    (`Config.identity`): it may be resumed or finished on another device."""
+    be its source's."""
     cfg = resolved(cfg)
     source = source_encoder(cfg, init)  # refused before anything is written
-    out = Path(out)
-    cfg_path = out / "config.json"
-    if resume and cfg_path.exists() and stored_identity(cfg_path) != cfg.identity():
-        raise TrainingError(f"{out} holds a run with a different config; use another --out, "
-                            f"or --restart to overwrite it")
-    # A corrupt best.pt is set aside and the run trained again from step 0 (its last.pt unused),
-    # so it ends with the weights a fresh run gives; a finished run needs a readable best.pt.
-    best_lost = resume and (out / "best.pt").exists() and checkpoint_or_none(out / "best.pt", cfg.name) is None
-    if resume and not best_lost and (out / "best.pt").exists() and _status(out) == "finished":
-        return Trained(out, json.loads((out / "run.json").read_text()) | {"curve": (out / "curve.csv").read_text()})
+    rd = RunDir(out)
+    rd.check(cfg, resume)
+    best_lost = rd.best_lost(cfg, resume)
+    finished = rd.finished() if resume and not best_lost else None
+    if finished is not None:
+        return Trained(rd.path, finished)
+    train_split, val_split, val_episodes = _splits(cfg, data_root)
+    model, criterion = _build(cfg, train_split, source)
+    rd.create(cfg, resume)  # everything that can refuse the run has run: only now is the directory made
+    place(cfg, model, criterion)
+    stepper, g = Stepper(cfg, list(model.parameters()) + list(criterion.parameters())), generator(cfg.seed)
+    batches = EpochBatches(len(train_split.labels), cfg.batch_size) if cfg.batch_size else None
+    prog = _restore(rd, cfg, model, criterion, stepper, g, batches, resume and not best_lost)
+    # a snapshot at N images: the first step whose batch reaches N images seen validates, and the
+    # best checkpoint so far is kept as `best@N.pt` (what a run capped at N images would keep)
+    snap_steps = {-(-n // cfg.batch_images): n for n in cfg.snapshot_budgets}
+    record = {"status": "running", "seed": cfg.seed, "precision": cfg.precision, **provenance(cfg.device),
+              "pixels_val_acc": validate(None, cfg, val_split, val_episodes) if val_split is not None else math.nan}
+    rd.write_record(record)
+    t0, window, events = time.perf_counter() - prog.elapsed, Window(cfg.device), rd.events(prog.step)
+    with tqdm(range(prog.step, cfg.steps), initial=prog.step, total=cfg.steps, desc=cfg.name,
+              disable=not progress, unit="step") as bar:
+        for step in bar:
+            loss, n_images = step_loss(cfg, train_split, model, criterion, g, batches)
+            stepper.step(loss)
+            window.add(loss, n_images)
+            done = step + 1
+            validating = done % cfg.val_every == 0 or done == cfg.steps or done in snap_steps
+            if not (validating or done % 20 == 0):
+                continue
+            mean_loss, rate = window.read(cfg.name, done)
+            log_scalars(events, done, {"train/loss": mean_loss, "train/images_per_s": rate, "train/lr": stepper.lr})
+            if not validating:
+                bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{rate:.0f}")
+                continue
+            acc = validate(model, cfg, val_split, val_episodes) if val_split is not None else math.nan
+            prog.curve.append({"step": done, "loss": mean_loss, "val_acc": acc, "images_per_s": rate, "lr": stepper.lr})
+            log_scalars(events, done, {"val/accuracy": acc})
+            if acc > prog.best or val_split is None:
+                prog.best, prog.best_step, prog.waited = acc, done, 0
+                save(rd.best, {"config": cfg.to_dict(), "model": model.state_dict(), "step": done, "val_acc": acc,
+                               "in_channels": train_split.images.shape[1], "loss": criterion.state_dict()})
+            else:
+                prog.waited += 1
+            if done in snap_steps:
+                copy_file(rd.best, snapshot_path(rd.path, snap_steps[done]))
+            prog.step, prog.elapsed = done, time.perf_counter() - t0
+            prog.stopped = cfg.patience > 0 and prog.waited >= cfg.patience
+            _save_last(rd, model, criterion, stepper, g, batches, prog)
+            rd.write_curve(prog.curve)
+            bar.set_postfix(loss=f"{mean_loss:.4f}", val=f"{acc:.4f}", img_s=f"{rate:.0f}")
+            window.reset()
+            if prog.stopped:
+                break
+    if events is not None:
+        events.close()
+    return Trained(rd.path, _finish(rd, cfg, record, prog, time.perf_counter() - t0))
 
+
+def _splits(cfg: Config, data_root) -> tuple[Split, Split | None, torch.Tensor | None]:
+    """The training split on the device; the validation split and its fixed episodes (none for
+    `val_split = "none"`: the last checkpoint is kept)."""
     train_split = load_split(cfg.dataset, cfg.protocol, cfg.train_split, data_root, cfg.image_size).to(cfg.device)
-    val_split = val_episodes = None
-    if cfg.val_split != "none":  # "none": no validation split; the last checkpoint is kept
-        val_split = load_split(cfg.dataset, cfg.protocol, cfg.val_split, data_root, cfg.image_size)
-        val_episodes = sample_episodes(val_split, cfg.val_ways, cfg.val_shots, cfg.val_queries,
-                                       cfg.val_episodes, seed=cfg.seed + 1)
-        val_split = val_split.to(cfg.device)
+    if cfg.val_split == "none":
+        return train_split, None, None
+    val_split = load_split(cfg.dataset, cfg.protocol, cfg.val_split, data_root, cfg.image_size)
+    episodes = sample_episodes(val_split, cfg.val_ways, cfg.val_shots, cfg.val_queries, cfg.val_episodes,
+                               seed=cfg.seed + 1)
+    return train_split, val_split.to(cfg.device), episodes
+
+
+def _build(cfg: Config, train_split: Split, source: dict | None) -> tuple[Siamese, nn.Module]:
+    """The model and loss, initialised from the run's seed (and a fine-tune's source encoder)."""
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)  # weight initialisation
         model, criterion = build_model(cfg, train_split.images.shape[1], train_split.n_classes)
     if source is not None:
         model.encoder.load_state_dict(source)
-    # Everything that can refuse the run has run: only now is the run directory made.
-    out.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        for name in ("last.pt", "best.pt", "curve.csv", "run.json"):
-            (out / name).unlink(missing_ok=True)
-    atomic_write_text(cfg_path, json.dumps(cfg.to_dict(), indent=2))
-    params = list(model.parameters()) + list(criterion.parameters())  # the loss's own (Koch's head, ...)
-    place(cfg, model, criterion)
-    opt = optimizer(cfg, params)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, cfg.lr_factor)
-    scaler = precision.grad_scaler(cfg.precision, cfg.device)
-    g = generator(cfg.seed)
-    batches = EpochBatches(len(train_split.labels), cfg.batch_size) if cfg.batch_size else None
-    start, best, best_step, waited, curve, elapsed = 0, -1.0, 0, 0, [], 0.0
-    last = out / "last.pt"
-    state = checkpoint_or_none(last, cfg.name) if resume and not best_lost else None
-    if state is not None:
-        restore(state, model, criterion, opt, sched, g)
-        if batches is not None:
-            batches.load_state_dict(state["batches"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        start, best, curve, elapsed = state["step"], state["best"], state["curve"], state["elapsed"]
-        best_step, waited = state.get("best_step", 0), state.get("waited", 0)
-        if state.get("stopped"):  # stopped early, then interrupted before the run was marked finished
-            start = cfg.steps
-    # a snapshot at N images: the first step whose batch reaches N images seen validates, and the
-    # best checkpoint so far is kept as `best@N.pt` (what a run capped at N images would keep)
-    snap_steps = {-(-n // cfg.batch_images): n for n in cfg.snapshot_budgets}
+    return model, criterion
 
-    record = {"status": "running", "seed": cfg.seed, "precision": cfg.precision, **provenance(cfg.device),
-              "pixels_val_acc": validate(None, cfg, val_split, val_episodes) if val_split is not None else math.nan}
-    atomic_write_text(out / "run.json", json.dumps(record, indent=2))
-    t0 = time.perf_counter() - elapsed
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=cfg.name,
-               disable=not progress, unit="step")
-    events = event_writer(out, start)
-    # The loss is summed on the device and read back (one host synchronisation) only when the
-    # progress bar or a checkpoint needs it, every 20 steps and at validation points.
-    window_t, window_imgs, loss_sum, loss_n = time.perf_counter(), 0, torch.zeros((), device=cfg.device), 0
-    for step in bar:
-        loss, n_images = step_loss(cfg, train_split, model, criterion, g, batches)
-        opt.zero_grad(set_to_none=True)
-        if scaler is None:
-            loss.backward()
-            opt.step()
-        else:
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-        sched.step()
-        loss_sum, loss_n, window_imgs = loss_sum + loss.detach(), loss_n + 1, window_imgs + n_images
-        done = step + 1
-        validating = done % cfg.val_every == 0 or done == cfg.steps or done in snap_steps
-        if not (validating or done % 20 == 0):
-            continue
-        mean_loss = loss_sum.item() / loss_n
-        if not math.isfinite(mean_loss):
-            bar.close()
-            raise TrainingError(f"{cfg.name}: the loss is {mean_loss} within steps {done - loss_n + 1}-{done}; "
-                                "stopping (try a lower lr or a normalised embedding). Resuming restarts "
-                                "from the last validation point.")
-        rate = window_imgs / (time.perf_counter() - window_t)
-        if events is not None:
-            _log(events, done, {"train/loss": mean_loss, "train/images_per_s": rate, "train/lr": sched.get_last_lr()[0]})
-        if not validating:
-            bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{rate:.0f}")
-            continue
-        acc = validate(model, cfg, val_split, val_episodes) if val_split is not None else math.nan
-        curve.append({"step": done, "loss": mean_loss, "val_acc": acc, "images_per_s": rate,
-                      "lr": sched.get_last_lr()[0]})
-        if events is not None:
-            _log(events, done, {"val/accuracy": acc})
-        if acc > best or val_split is None:
-            best, best_step, waited = acc, done, 0
-            save(out / "best.pt", {"config": cfg.to_dict(), "model": model.state_dict(), "step": done,
-                                    "val_acc": acc, "in_channels": train_split.images.shape[1],
-                                    "loss": criterion.state_dict()})
-        else:
-            waited += 1
-        if done in snap_steps:
-            copy_file(out / "best.pt", snapshot_path(out, snap_steps[done]))
-        stopping = cfg.patience > 0 and waited >= cfg.patience
-        save(last, {"model": model.state_dict(), "loss": criterion.state_dict(),
-                     "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": g.get_state(),
-                     "batches": batches.state_dict() if batches is not None else None,
-                     "scaler": scaler.state_dict() if scaler is not None else None,
-                     "step": done, "best": best, "best_step": best_step, "waited": waited,
-                     "stopped": stopping, "curve": curve, "elapsed": time.perf_counter() - t0})
-        _write_curve(out, curve)
-        bar.set_postfix(loss=f"{mean_loss:.4f}", val=f"{acc:.4f}", img_s=f"{rate:.0f}")
-        window_t, window_imgs, loss_sum, loss_n = time.perf_counter(), 0, torch.zeros((), device=cfg.device), 0
-        if stopping:
-            break
-    bar.close()
-    if events is not None:
-        events.close()
-    stopped = curve[-1]["step"] if curve else cfg.steps
+
+def _restore(rd: RunDir, cfg: Config, model, criterion, stepper: Stepper, g: torch.Generator,
+             batches: EpochBatches | None, resume: bool) -> Progress:
+    """Where the run stands: from `last.pt` when resuming one, else at step 0."""
+    state = checkpoint_or_none(rd.last, cfg.name) if resume else None
+    if state is None:
+        return Progress()
+    restore(state, model, criterion, stepper.opt, stepper.sched, g)
+    if batches is not None:
+        batches.load_state_dict(state["batches"])
+    if stepper.scaler is not None and state.get("scaler"):
+        stepper.scaler.load_state_dict(state["scaler"])
+    prog = Progress(state["step"], state["best"], state.get("best_step", 0), state.get("waited", 0),
+                    state["curve"], state["elapsed"], bool(state.get("stopped")))
+    if prog.stopped:  # stopped early, then interrupted before the run was marked finished
+        prog.step = cfg.steps
+    return prog
+
+
+def _save_last(rd: RunDir, model, criterion, stepper: Stepper, g: torch.Generator, batches: EpochBatches | None,
+               prog: Progress) -> None:
+    save(rd.last, {"model": model.state_dict(), "loss": criterion.state_dict(),
+                   "opt": stepper.opt.state_dict(), "sched": stepper.sched.state_dict(), "rng": g.get_state(),
+                   "batches": batches.state_dict() if batches is not None else None,
+                   "scaler": stepper.scaler.state_dict() if stepper.scaler is not None else None,
+                   "step": prog.step, "best": prog.best, "best_step": prog.best_step, "waited": prog.waited,
+                   "stopped": prog.stopped, "curve": prog.curve, "elapsed": prog.elapsed})
+
+
+def _finish(rd: RunDir, cfg: Config, record: dict, prog: Progress, wall_s: float) -> dict:
+    """Mark the run finished: its snapshots complete, its record written, last.pt gone -> the record."""
+    stopped = prog.curve[-1]["step"] if prog.curve else cfg.steps
     for n in cfg.snapshot_budgets:  # stopped early before N images: capped at N, it would have stopped here too
-        if not snapshot_path(out, n).exists():
-            copy_file(out / "best.pt", snapshot_path(out, n))
-    record.update(status="finished", wall_time_s=round(time.perf_counter() - t0, 1), best_val_acc=best,
-                  steps=cfg.steps, stopped_step=stopped, stopped_early=stopped < cfg.steps,
-                  images_seen=stopped * cfg.batch_images, best_step=best_step,
-                  best_images=best_step * cfg.batch_images,
-                  # the training step's rate: the median over the windows between validations
-                  images_per_s=round(statistics.median(r["images_per_s"] for r in curve), 1) if curve else math.nan)
-    atomic_write_text(out / "run.json", json.dumps(record, indent=2))
-    last.unlink(missing_ok=True)
-    return Trained(out, record | {"curve": _curve_text(curve)})
-
-
-_EVENTS_OFF_SAID = []
-
-
-def event_writer(out: Path, start: int):
-    """A TensorBoard writer for the run's `tb/` folder (events after `start`, the step it resumes
-    from, are dropped: they are trained again), or None when the tensorboard package is missing
-    (said once per process)."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        if not _EVENTS_OFF_SAID:
-            print("oneshot: TensorBoard events off: the tensorboard package is not installed "
-                  "(pip install 'oneshot[tensorboard]')", file=sys.stderr, flush=True)
-            _EVENTS_OFF_SAID.append(True)
-        return None
-    return SummaryWriter(str(out / "tb"), purge_step=start or None)
-
-
-def _log(writer, step: int, values: dict) -> None:
-    for tag, value in values.items():
-        if math.isfinite(value):
-            writer.add_scalar(tag, value, step)
-
-
-def _status(out: Path) -> str | None:
-    """The status in a run directory's run.json (None when it is missing or unreadable)."""
-    try:
-        return json.loads((out / "run.json").read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def stored_identity(path: Path) -> dict | None:
-    """The identity of the config stored in a JSON file (None when it is not a valid config)."""
-    try:
-        return from_dict(json.loads(Path(path).read_text())).identity()
-    except (OSError, ValueError, OneshotError):
-        return None
-
-
-def _curve_text(curve: list[dict]) -> str:
-    cols = ["step", "loss", "val_acc", "images_per_s", "lr"]
-    lines = [",".join(cols)] + [",".join(f"{row[c]:.6g}" for c in cols) for row in curve]
-    return "\n".join(lines) + "\n"
-
-
-def _write_curve(out: Path, curve: list[dict]) -> None:
-    atomic_write_text(out / "curve.csv", _curve_text(curve))
+        if not snapshot_path(rd.path, n).exists():
+            copy_file(rd.best, snapshot_path(rd.path, n))
+    record = record | dict(
+        status="finished", wall_time_s=round(wall_s, 1), best_val_acc=prog.best, steps=cfg.steps,
+        stopped_step=stopped, stopped_early=stopped < cfg.steps, images_seen=stopped * cfg.batch_images,
+        best_step=prog.best_step, best_images=prog.best_step * cfg.batch_images,
+        # the training step's rate: the median over the windows between validations
+        images_per_s=round(statistics.median(r["images_per_s"] for r in prog.curve), 1) if prog.curve else math.nan)
+    rd.write_record(record)
+    rd.last.unlink(missing_ok=True)
+    return record | {"curve": curve_text(prog.curve)}

@@ -25,7 +25,8 @@ from oneshot.study import benchmark as bm
 from oneshot.study import lock
 from oneshot.errors import OneshotError
 from oneshot.study.benchmark import wall_time
-from oneshot.study.executors import Options, job
+from oneshot.study.executors import job
+from oneshot.study.options import Options
 
 pytestmark = pytest.mark.slow
 
@@ -127,7 +128,7 @@ def test_the_plan_runs_every_configuration_at_a_seed_before_the_next_seed(study,
 
 
 def test_resources_per_run_come_from_the_flags_else_the_preset_else_defaults():
-    from oneshot.study.executors import with_resources
+    from oneshot.study.options import with_resources
 
     assert (with_resources(Options(executor="ray"), {}).cpus, with_resources(Options(), {}).gpus) == (1, 0)
     assert with_resources(Options(), {}).cpus is None  # local: PyTorch's own threads (all cores)
@@ -148,7 +149,7 @@ def test_resources_per_run_come_from_the_flags_else_the_preset_else_defaults():
     ({"cpus": 1.5}, {}, False), ({}, {"cpus": 0}, False),
 ])
 def test_resources_follow_one_rule_from_presets_and_flags(tmp_path, resources, flags, ok):
-    from oneshot.study.executors import with_resources
+    from oneshot.study.options import with_resources
     from oneshot.study.presets import load_preset
 
     path = write_preset(tmp_path / "r.toml", **({"resources": resources} if resources else {}))

@@ -17,7 +17,9 @@ from oneshot.study import runs
 from oneshot.study import lock
 from oneshot.report import plots
 from oneshot import provenance
+from oneshot import checkpoint
 from oneshot import train as train_mod
+from oneshot.rundir import RunDir
 from oneshot.cli import main
 from oneshot.config import Config
 from oneshot.errors import OneshotError
@@ -55,11 +57,11 @@ def cut_in_half(path):
 
 def test_a_half_last_pt_is_set_aside_and_the_run_restarts_from_step_0(small_omniglot, tmp_path, monkeypatch, capsys):
     fresh = train(Config(**TINY), tmp_path / "fresh", small_omniglot, progress=False).run_dir
-    real_curve = train_mod._write_curve
-    monkeypatch.setattr(train_mod, "_write_curve", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    real_curve = RunDir.write_curve
+    monkeypatch.setattr(RunDir, "write_curve", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):  # killed right after the checkpoints of step 2
         train(Config(**TINY), tmp_path / "cut", small_omniglot, progress=False)
-    monkeypatch.setattr(train_mod, "_write_curve", real_curve)
+    monkeypatch.setattr(RunDir, "write_curve", real_curve)
     last = tmp_path / "cut" / "last.pt"
     cut_in_half(last)
     half = last.read_bytes()
@@ -90,7 +92,7 @@ def test_a_corrupt_best_pt_makes_a_finished_run_train_again(small_omniglot, tmp_
 def test_eval_of_a_corrupt_best_pt_is_one_line_naming_it(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
-    train_mod.save(run / "best.pt", {"model": {"w": torch.zeros(100, 100)}, "config": {}})
+    checkpoint.save(run / "best.pt", {"model": {"w": torch.zeros(100, 100)}, "config": {}})
     cut_in_half(run / "best.pt")
     assert main(["eval", "--encoder", str(run), "--data-root", str(tmp_path)]) == 2
     err = capsys.readouterr().err
@@ -246,7 +248,7 @@ def test_a_full_disk_leaves_no_partial_file(tmp_path, full_disk):
     full_disk()
     for name, write in [
         ("record.json", lambda p: provenance.atomic_write_text(p, '{"new": 1}')),
-        ("last.pt", lambda p: train_mod.save(p, {"model": {"w": torch.ones(50)}})),
+        ("last.pt", lambda p: checkpoint.save(p, {"model": {"w": torch.ones(50)}})),
         ("plot.png", lambda p: plots._savefig(plots._pyplot().subplots()[0], p)),
     ]:
         folder = tmp_path / name

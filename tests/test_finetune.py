@@ -13,7 +13,8 @@ from oneshot.config import from_dict
 from oneshot.errors import ConfigError, OneshotError
 from oneshot.features import base_mean, transform, transformed
 from oneshot.study import presets as presets_mod
-from oneshot.train import TrainingError, train
+from oneshot.errors import TrainingError
+from oneshot.train import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

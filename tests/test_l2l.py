@@ -16,7 +16,8 @@ from PIL import Image
 from scipy import stats
 
 from conftest import png
-from oneshot.data.load import Split, load_split
+from oneshot.data.load import load_split
+from oneshot.data.split import Split
 from oneshot.data.episodes import sample_episodes
 from oneshot.errors import DataError, OneshotError
 from oneshot.evaluate import CLASSIFIERS, evaluate

@@ -8,7 +8,8 @@ from oneshot.config import Config
 from oneshot.data.episodes import generator
 from oneshot.errors import OneshotError
 from oneshot.evaluate import embed_split
-from oneshot.train import build_model, place, resolved, step_loss
+from oneshot.registry import build_model
+from oneshot.train import place, resolved, step_loss
 
 
 def test_resolve_follows_the_hardware(monkeypatch):

@@ -12,7 +12,7 @@ from oneshot.study import presets as st_mod
 from oneshot.data.load import load_split
 from oneshot.data.split import Split
 from oneshot.errors import OneshotError
-from oneshot.train import build_model
+from oneshot.registry import build_model
 
 COMMITTED = sorted(p.stem for p in st_mod.PRESETS.glob("*.toml"))
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from oneshot import train as train_mod
+from oneshot.optim import optimizer
 from oneshot.augment import crop_boxes, resized_crop
 from oneshot.config import Config, from_dict
 from oneshot.data.episodes import EpochBatches, generator
@@ -143,7 +143,7 @@ def test_a_softmax_recipe_trains_resumes_and_keeps_its_head_out_of_the_encoder(s
 def test_sgd_recipe_uses_sgd_with_momentum_and_the_schedule():
     cfg = from_dict(SOFTMAX)
     model, loss = build_model(cfg, 1, 7)
-    opt = train_mod.optimizer(cfg, list(model.parameters()) + list(loss.parameters()))
+    opt = optimizer(cfg, list(model.parameters()) + list(loss.parameters()))
     assert isinstance(opt, torch.optim.SGD)
     assert opt.defaults["momentum"] == 0.9 and opt.defaults["weight_decay"] == 1e-4
     assert not opt.defaults["nesterov"]

@@ -18,7 +18,9 @@ from oneshot.errors import ConfigError, OneshotError
 from oneshot.losses import FunctionLoss, KochLoss, triplet
 from oneshot.registry import build_encoder, build_loss, import_object
 from oneshot.checkpoint import load_encoder
-from oneshot.train import build_model, step_loss, train
+from oneshot.checkpoint import restore
+from oneshot.registry import build_model
+from oneshot.train import step_loss, train
 
 TINY = dict(steps=4, val_every=2, batch_classes=4, batch_shots=4, val_ways=3, val_queries=2,
             val_episodes=10)
@@ -132,9 +134,9 @@ def test_a_loss_that_owns_parameters_is_trained_saved_and_resumed(small_omniglot
         model, loss = build_model(cfg, 1)
         opt = torch.optim.Adam(list(model.parameters()) + list(loss.parameters()))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-        train_mod.restore({"model": saved["last.pt"]["model"], **state, "opt": opt.state_dict(),
-                           "sched": sched.state_dict(), "rng": generator(0).get_state()},
-                          model, loss, opt, sched, generator(0))
+        restore({"model": saved["last.pt"]["model"], **state, "opt": opt.state_dict(),
+                 "sched": sched.state_dict(), "rng": generator(0).get_state()},
+                model, loss, opt, sched, generator(0))
         assert torch.equal(loss.head.fc.weight, last["head.fc.weight"])
 
 
@@ -144,7 +146,7 @@ def test_labels_are_the_classes_of_the_training_split(small_omniglot, user_code)
     cfg = Config(loss=f"{user_code}:scaled_triplet", batch_classes=4, batch_shots=3)
     model, loss = build_model(cfg, 1, split.n_classes)
     step_loss(cfg, split, model, loss, generator(7))
-    idx, _ = sample_batch(split, 4, 3, generator(7))
+    idx = sample_batch(split, 4, 3, generator(7))
     assert torch.equal(sys.modules[user_code].SEEN[-1], split.labels[idx])
 
 

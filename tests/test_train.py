@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from oneshot import rundir as rundir_mod
 from oneshot import train as train_mod
 from tiny import interrupt_at_step
 from oneshot.cli import main
@@ -17,7 +18,10 @@ from oneshot.config import BUILTIN_PARAMS, Config, from_dict, load_config, migra
 from oneshot.errors import OneshotError
 from oneshot.data.episodes import generator
 from oneshot.checkpoint import load_checkpoint, load_encoder
-from oneshot.train import TrainingError, build_model, train
+from oneshot.checkpoint import restore
+from oneshot.errors import TrainingError
+from oneshot.registry import build_model
+from oneshot.train import train
 
 TINY = dict(steps=6, val_every=3, batch_classes=4, batch_shots=4, val_ways=3, val_queries=2,
             val_episodes=10, lr=1e-3)
@@ -178,7 +182,7 @@ def test_a_checkpoint_restores_onto_any_device(small_omniglot, tmp_path, monkeyp
     opt = torch.optim.Adam(model.parameters())
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     g = generator(123)
-    train_mod.restore(state, model, head, opt, sched, g)
+    restore(state, model, head, opt, sched, g)
     assert all(p.device.type == "meta" for p in model.parameters())
     moments = [v for s in opt.state.values() for k, v in s.items() if k != "step"]
     assert moments and all(v.device.type == "meta" for v in moments)
@@ -255,7 +259,7 @@ def test_patience_zero_trains_every_step(small_omniglot, tmp_path, monkeypatch):
 def test_a_run_stopped_early_and_killed_before_it_finished_does_not_train_on(small_omniglot, tmp_path, monkeypatch):
     accs = iter([0.5, 0.4])
     monkeypatch.setattr(train_mod, "validate", lambda model, *a: 0.1 if model is None else next(accs))
-    real_write = train_mod.atomic_write_text
+    real_write = rundir_mod.atomic_write_text
 
     def dies_when_finishing(path, text):
         if Path(path).name == "run.json" and '"finished"' in text:
@@ -264,7 +268,7 @@ def test_a_run_stopped_early_and_killed_before_it_finished_does_not_train_on(sma
 
     cfg = tiny(steps=12, val_every=2, patience=1)
     with monkeypatch.context() as m:
-        m.setattr(train_mod, "atomic_write_text", dies_when_finishing)
+        m.setattr(rundir_mod, "atomic_write_text", dies_when_finishing)
         with pytest.raises(KeyboardInterrupt):
             train(cfg, tmp_path / "run", small_omniglot, progress=False)
     monkeypatch.setattr(train_mod, "step_loss", lambda *a: pytest.fail("a stopped run trained again"))
@@ -322,7 +326,7 @@ def test_without_tensorboard_a_run_trains_and_says_so_once(small_omniglot, tmp_p
         return real_import(name, *a, **kw)
 
     monkeypatch.setattr(builtins, "__import__", no_tensorboard)
-    monkeypatch.setattr(train_mod, "_EVENTS_OFF_SAID", [])
+    monkeypatch.setattr(rundir_mod, "_EVENTS_OFF_SAID", [])
     for name in ("a", "b"):
         train(tiny(), tmp_path / name, small_omniglot, progress=False)
     err = capsys.readouterr().err

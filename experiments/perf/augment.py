@@ -17,7 +17,8 @@ import torch
 
 from oneshot import losses
 from oneshot.augment import augment
-from oneshot.data.load import Split, load_split
+from oneshot.data.load import load_split
+from oneshot.data.split import Split
 from oneshot.encoders import Conv4, Siamese
 from oneshot.data.episodes import generator, sample_batch
 from oneshot.memory import keep_freed_memory
@@ -45,7 +46,8 @@ def run(model, opt, split: Split, kind: str, steps: int) -> float:
     g = generator(0)
     t0 = time.perf_counter()
     for _ in range(steps):
-        idx, labels = sample_batch(split, P, K, g)
+        idx = sample_batch(split, P, K, g)
+        labels = split.labels[idx]
         x = augment(split.to_float(split.images[idx]), kind, g)
         x = x.contiguous(memory_format=torch.channels_last)
         loss = losses.triplet(model(x), labels, 0.5, "euclidean", "hard")

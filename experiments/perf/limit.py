@@ -28,7 +28,9 @@ from oneshot.data.episodes import EpochBatches, generator
 from oneshot.data.split import Split
 from oneshot.memory import keep_freed_memory
 from oneshot.precision import bf16_supported
-from oneshot.train import build_model, optimizer, place, resolved, step_loss
+from oneshot.optim import optimizer
+from oneshot.registry import build_model
+from oneshot.train import place, resolved, step_loss
 
 QUICK = "--quick" in sys.argv or os.environ.get("ONESHOT_PERF_QUICK") == "1"
 STEPS, ROUNDS = (3, 1) if QUICK else (10, 3)

@@ -24,7 +24,8 @@ def child(keep: bool) -> None:
     from oneshot.config import Config
     from oneshot.data.episodes import generator
     from oneshot.memory import keep_freed_memory
-    from oneshot.train import build_model, place, step_loss
+    from oneshot.registry import build_model
+    from oneshot.train import place, step_loss
 
     if keep:
         keep_freed_memory()

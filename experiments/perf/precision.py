@@ -31,7 +31,8 @@ from oneshot.data.load import load_split
 from oneshot.memory import keep_freed_memory
 from oneshot.precision import bf16_supported
 from oneshot.study.presets import load_preset
-from oneshot.train import build_model, place, resolved, train
+from oneshot.registry import build_model
+from oneshot.train import place, resolved, train
 
 ROUNDS = 5
 QUICK = "--quick" in sys.argv or os.environ.get("ONESHOT_PERF_QUICK") == "1"

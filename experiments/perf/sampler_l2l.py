@@ -27,7 +27,8 @@ import time
 
 import torch
 
-from oneshot.data.load import Split, load_split
+from oneshot.data.load import load_split
+from oneshot.data.split import Split
 from oneshot.encoders import Conv4
 from oneshot.data.episodes import sample_episodes
 from oneshot.evaluate import embed_split, evaluate

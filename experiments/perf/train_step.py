@@ -25,7 +25,8 @@ from oneshot.config import Config
 from oneshot.data.load import load_split
 from oneshot.data.episodes import generator, sample_batch
 from oneshot.memory import keep_freed_memory
-from oneshot.train import build_model, place, resolved, step_loss
+from oneshot.registry import build_model
+from oneshot.train import place, resolved, step_loss
 
 STEPS, ROUNDS = 40, 3
 CFG = Config(loss="triplet", loss_params={"mining": "hard", "margin": 0.5}, batch_classes=32, batch_shots=4, normalize=True)
@@ -48,7 +49,8 @@ def plain_steps(split, state, steps: int) -> int:
     model, opt = state
     g = generator(0)
     for _ in range(steps):
-        idx, labels = sample_batch(split, CFG.batch_classes, CFG.batch_shots, g)
+        idx = sample_batch(split, CFG.batch_classes, CFG.batch_shots, g)
+        labels = split.labels[idx]
         loss = losses.triplet(model(split.to_float(split.images[idx])), labels, CFG.loss_params["margin"], "euclidean", "hard")
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -131,15 +131,16 @@ def test_episodes(split: Split, protocol: str, n_way: int, n_shot: int, n_query:
     return sample_episodes(split, n_way, n_shot, n_query, n_episodes, seed, by_group=by_group), (n_way, n_shot, n_query)
 
 
-def sample_batch(split: Split, n_classes: int, n_per_class: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """One P x K training batch -> (indices [P*K], labels [P*K] in [0, P)), classes distinct."""
+def sample_batch(split: Split, n_classes: int, n_per_class: int, g: torch.Generator) -> torch.Tensor:
+    """One P x K training batch -> indices [P*K] into the split, class by class (K of each of P
+    distinct classes; their labels are `split.labels[indices]`)."""
     table, counts = split.class_items()
     eligible = counts >= n_per_class
     if int(eligible.sum()) < n_classes:
         raise ConfigError(f"a batch of {n_classes} classes x {n_per_class} items is impossible on "
                          f"{split.name}: only {int(eligible.sum())} classes have {n_per_class} items")
     idx = _draw(table, counts, eligible, None, n_classes, n_per_class, 1, g)[0]
-    return idx.reshape(-1), torch.arange(n_classes).repeat_interleave(n_per_class)
+    return idx.reshape(-1)
 
 
 class EpochBatches:

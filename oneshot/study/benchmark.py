@@ -24,12 +24,13 @@ from .records import benchmark_path, record_paths, run_done, unreadable_record, 
 from .presets import Study, load_preset
 
 if TYPE_CHECKING:
-    from .executors import Options
+    from .options import Options
 
 def _measure_rate(cfg: Config, data_root, steps: int = 6) -> float:
     """Training images/s of this config's encoder on this machine, from a few real steps."""
     from ..data.episodes import generator
-    from ..train import build_model, place, step_loss
+    from ..registry import build_model
+    from ..train import place, step_loss
 
     split = load_split(cfg.dataset, cfg.protocol, cfg.train_split, data_root, cfg.image_size)
     model, head = build_model(cfg, split.images.shape[1], split.n_classes)  # head: the loss module
@@ -117,13 +118,14 @@ def ensure_data(dataset: str, data_root=None) -> None:
 def run_benchmark(preset: str, results: Path, data_root=None, runs_dir: Path = Path("runs"),
                   device: str = "cpu", precision: str | None = None, dry_run: bool = False,
                   progress: bool = True, executor: "Options | None" = None, command: str | None = None) -> None:
-    """Run (or continue) a preset with an executor (`executors.Options`; default: here, one run
+    """Run (or continue) a preset with an executor (`options.Options`; default: here, one run
     after another), then write its tables into `results` once every run has its records.
 
     `device` and `precision` override the preset's; precision is resolved for the device
     ("auto" -> bf16 where it runs natively) before finished runs are looked up. `command`: what
     made the tables, for results/README.md (default: the `oneshot benchmark` call of this preset)."""
-    from .executors import Options, execute, with_resources, workers
+    from .executors import execute
+    from .options import Options, with_resources, workers
     from ..report.write import write_report
     from ..train import resolved
 

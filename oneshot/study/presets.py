@@ -32,6 +32,7 @@ from ..config import SHORT_FORM, Config, from_dict
 from ..data.protocols import check_protocol, check_scoring
 from ..errors import OneshotError
 from ..scoring import EvalSpec
+from .options import check_resources
 
 PRESETS = Path(__file__).resolve().parent.parent / "presets"
 TOP_KEYS = ("description", "extends", "seeds", "resources", "study")
@@ -204,15 +205,6 @@ def source_of(st: Study, cfg: Config) -> Config | None:
     if not cfg.init_from:
         return None
     return next(c for c in st.runs if c.identity() == from_dict(cfg.init_from).identity())
-
-
-def check_resources(cpus, gpus, where: str) -> None:
-    """The one rule for resources per run, from flags and presets alike: cpus a whole number >= 1,
-    gpus a number >= 0 (a fraction shares a GPU between runs on Ray)."""
-    if isinstance(cpus, bool) or not isinstance(cpus, int) or cpus < 1:
-        raise OneshotError(f"{where}: cpus must be a whole number >= 1 (per run), got {cpus!r}")
-    if isinstance(gpus, bool) or not isinstance(gpus, (int, float)) or not gpus >= 0:
-        raise OneshotError(f"{where}: gpus must be a number >= 0 (per run; a fraction shares a GPU), got {gpus!r}")
 
 
 def _check_resources(resources: dict, where: str) -> None:
