@@ -120,13 +120,14 @@ def cmd_train(args) -> None:
     if args.init_from:  # fine-tune the best encoder of a run directory: its config becomes part of this run's
         import dataclasses
 
-        from .checkpoint import load_checkpoint
         from .config import from_dict
+        from .rundir import stored_identity
 
-        best = Path(args.init_from) / "best.pt"
-        if not best.exists():
-            raise OneshotError(f"--init-from {args.init_from}: no trained encoder there ({best.name} is missing)")
-        cfg = from_dict(dataclasses.asdict(cfg) | {"init_from": from_dict(load_checkpoint(best)["config"]).identity()})
+        source = stored_identity(Path(args.init_from) / "config.json")  # train() checks its best.pt against it
+        if source is None or not (Path(args.init_from) / "best.pt").exists():
+            raise OneshotError(f"--init-from {args.init_from}: no trained encoder there (no run's config.json "
+                               "and best.pt)")
+        cfg = from_dict(dataclasses.asdict(cfg) | {"init_from": source})
     out = args.out or Path("runs") / cfg.name
     run = train(cfg, out, args.data_root, resume=not args.restart, init=args.init_from).record
     print(f"{cfg.name}: best validation accuracy {100 * run['best_val_acc']:.2f} % "

@@ -115,6 +115,15 @@ def test_bad_recipe_keys_on_the_command_line_exit_2_before_anything_is_written(t
     assert not out.exists()
 
 
+def test_oneshot_train_init_from_fine_tunes_the_run_it_names(small_omniglot, tmp_path, capsys):
+    src_cfg, src_dir = tiny_source(small_omniglot, tmp_path / "src")
+    sets = [x for k, v in tiny.BASE.items() for x in ("--set", f"{k}={v}")]
+    assert main(["train", "--data-root", str(small_omniglot), *sets, "--set", "loss=proto", "--set", "lr=0.001",
+                 "--init-from", str(src_dir), "--out", str(tmp_path / "ft")]) == 0, capsys.readouterr().err
+    stored = json.loads((tmp_path / "ft" / "config.json").read_text())
+    assert stored["init_from"] == src_cfg.identity()
+
+
 def test_init_from_a_folder_without_a_run_exits_2(tmp_path, capsys):
     assert main(["train", "--init-from", str(tmp_path), "--out", str(tmp_path / "run")]) == 2
     assert "no trained encoder there" in capsys.readouterr().err
