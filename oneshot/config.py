@@ -15,6 +15,7 @@ from .errors import ConfigError, OneshotError
 PRECISIONS = ("fp32", "bf16", "auto")
 # Every loss reads its settings from `loss_params`. A built-in's loss_params hold exactly its
 # settings below, the defaults filled in; a `pml:` or user loss gets its loss_params as given.
+# The one source of the built-ins' defaults: oneshot.losses takes its functions' defaults from here.
 BUILTIN_PARAMS = {
     "contrastive": {"margin": 0.5, "pos_weight": "balanced", "distance": "euclidean"},
     "triplet": {"margin": 0.5, "mining": "hard", "distance": "euclidean"},
@@ -22,7 +23,6 @@ BUILTIN_PARAMS = {
     "proto": {"distance": "euclidean"},  # ProtoNet's own is "sqeuclidean"
     "softmax": {"head": "linear", "scale": 10.0},  # cross-entropy through a head over the training classes
 }
-SOFTMAX_HEADS = ("linear", "cosine")  # oneshot.losses.HEADS
 # The built-ins' settings may also be written at the top level of a config or preset (the form of
 # records before version 3, and of margin grids); `from_dict` folds them into loss_params.
 SHORT_FORM = ("margin", "mining", "pos_weight", "distance")
@@ -299,6 +299,16 @@ def _check_milestones(cfg: Config) -> None:
         raise ConfigError("schedule 'multistep' needs milestones, e.g. milestones = [0.5, 0.75]")
 
 
+# The values a built-in's string settings may take (`oneshot.losses.PAIR_RULES` / `TRIPLET_RULES`
+# say which miner and reduction each names; `oneshot.distances.METRICS`; `oneshot.losses.SoftmaxLoss`).
+LOSS_CHOICES = {
+    "mining": ("all", "hard", "semihard"),  # triplet: batch-all, batch-hard, semi-hard
+    "pos_weight": ("balanced", "mean", "active", "hard"),  # contrastive: all pairs reduced three ways; hardest pairs
+    "distance": VAL_DISTANCES,
+    "head": ("linear", "cosine"),  # softmax
+}
+
+
 def _loss_params(loss: str, params: dict) -> dict:
     """A built-in's loss_params in full: its settings, the defaults filled in, a margin a float;
     the settings only other built-ins read are dropped (never read, never identity), any other
@@ -315,11 +325,11 @@ def _loss_params(loss: str, params: dict) -> dict:
         if isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m) or m < 0:
             raise ConfigError(f"loss_params 'margin' = {m!r} is out of range: it must be a number >= 0")
         out["margin"] = float(m)
-    for key in ("mining", "pos_weight", "distance", "head"):
+    for key, allowed in LOSS_CHOICES.items():
         if key in out and not isinstance(out[key], str):
             raise ConfigError(f"loss_params {key!r} must be a string, got {out[key]!r}")
-    if "head" in out and out["head"] not in SOFTMAX_HEADS:
-        raise ConfigError(f"loss_params 'head' = {out['head']!r}: choose one of {', '.join(SOFTMAX_HEADS)}")
+        if key in out and out[key] not in allowed:
+            raise ConfigError(f"loss {loss!r}: loss_params {key!r} = {out[key]!r}: choose one of {', '.join(allowed)}")
     if "scale" in out:
         v = out["scale"]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:

@@ -151,8 +151,13 @@ class Siamese(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, C, H, W] -> embeddings [B, D] (unit norm when normalize)."""
+        return self.raw_and_embedded(x)[1]
+
+    def raw_and_embedded(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [B, C, H, W] -> (the encoder's output [B, D], the embedding [B, D]: it, normalised
+        when normalize)."""
         z = self.encoder(x).flatten(1)
-        return F.normalize(z, dim=-1) if self.normalize else z
+        return z, (F.normalize(z, dim=-1) if self.normalize else z)
 
     def _branches(self, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         z = self(torch.cat(xs))

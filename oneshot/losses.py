@@ -1,66 +1,67 @@
-"""Siamese losses: contrastive, triplet (with mining), Koch BCE, prototypical; and softmax
-pre-training (cross-entropy over the training classes through a head the loss owns).
+"""Siamese losses: contrastive, triplet, Koch BCE, prototypical; and softmax pre-training
+(cross-entropy over the training classes through a head the loss owns).
 
 Every loss takes embeddings `emb` [B, D] and integer labels [B] of a batch of P classes x K
 images (the trainer passes the classes' indices in the training split; only which items share
-a class matters); pairs and triplets are formed online inside the batch. Distances come from
-`oneshot.distances` (smaller = closer for every metric), and the reduction to a scalar
-happens in `_mean` / `_reduce` only. A batch with nothing to learn from returns a zero that
-is still connected to `emb` (never NaN).
+a class matters). The contrastive and triplet losses are three parts: a miner
+(`oneshot.miners`) picks the pairs or triplets of the batch, the loss scores each one it is
+given (`contrastive_terms`, `triplet_terms`), and a reduction (`oneshot.reduce`, the one place
+that turns terms into a scalar) averages them; `PAIR_RULES` and `TRIPLET_RULES` say which miner
+and reduction each setting names. Distances come from `oneshot.distances` (smaller = closer for
+every metric). A batch with nothing to learn from returns a zero that is still connected to
+`emb` (never NaN). Every default is the built-in's in `oneshot.config.BUILTIN_PARAMS`.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import miners, reduce
+from .config import BUILTIN_PARAMS, LOSS_CHOICES
 from .distances import pairwise
-
 from .errors import ConfigError
 
-MINING = ("all", "hard", "semihard")
-POS_WEIGHT = ("balanced", "mean", "active", "hard")
-HEADS = ("linear", "cosine")
+# contrastive `pos_weight` -> (pair miner, reduction of the per-pair terms)
+PAIR_RULES = {
+    "balanced": (miners.all_pairs, reduce.balanced),
+    "mean": (miners.all_pairs, reduce.pooled),
+    "active": (miners.all_pairs, reduce.active),
+    "hard": (miners.hard_pairs, reduce.balanced),
+}
+# triplet `mining` -> (triplet miner, reduction of the per-triplet terms)
+TRIPLET_RULES = {
+    "all": (miners.all_triplets, reduce.nonzero),
+    "hard": (miners.hard_triplets, reduce.mean),
+    "semihard": (miners.semihard_triplets, reduce.mean),
+}
 
 
-# ---- reduction: the one place that turns per-pair / per-triplet terms into a scalar ----
-
-def _zero(emb: torch.Tensor) -> torch.Tensor:
-    """A scalar 0 with a grad_fn connected to emb (zero gradients)."""
-    return emb.sum() * 0
-
-
-def _mean(values: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-    """Mean of values, or a connected zero when there are none."""
-    return values.mean() if values.numel() else _zero(emb)
+def _rule(rules: dict, key: str, value: str):
+    if value not in rules:
+        raise ConfigError(f"unknown {key} {value!r}; choose one of {', '.join(rules)}")
+    return rules[value]
 
 
-def _reduce(
-    per_pair: torch.Tensor, same: torch.Tensor, how: str, emb: torch.Tensor
-) -> torch.Tensor:
-    """per_pair [n] with same [n] (bool, same class) -> scalar.
+# ---- terms: what a loss scores on the pairs or triplets it is given ----
 
-    "mean": plain mean over all pairs. "balanced": mean over positive pairs + mean over negative
-    pairs. "active": mean over positive pairs + mean over the negative pairs with a non-zero
-    term (those still inside the margin), as batch-all does for triplets. An empty group
-    contributes 0.
-    """
-    if how == "mean":
-        return _mean(per_pair, emb)
-    if how == "balanced":
-        return _mean(per_pair[same], emb) + _mean(per_pair[~same], emb)
-    if how == "active":
-        return _mean(per_pair[same], emb) + _mean(per_pair[~same & (per_pair > 0)], emb)
-    raise ConfigError(f"unknown pos_weight {how!r}; choose one of {', '.join(POS_WEIGHT)}")
+def contrastive_terms(d: torch.Tensor, pairs: miners.Pairs, margin: float) -> torch.Tensor:
+    """Contrastive terms (Hadsell, Chopra & LeCun 2006): d [B, B] distances, pairs of n -> [n].
+
+    With D = d[a, b]: D^2 / 2 for a same-class pair, max(0, margin - D)^2 / 2 for another."""
+    dp = d[pairs.a, pairs.b]
+    return torch.where(pairs.same, 0.5 * dp.pow(2), 0.5 * F.relu(margin - dp).pow(2))
 
 
-def _pairs(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """All pairs i < j of a batch: (i [n], j [n], same [n] bool)."""
-    i, j = torch.triu_indices(len(labels), len(labels), 1, device=labels.device)
-    return i, j, labels[i] == labels[j]
+def triplet_terms(d: torch.Tensor, triplets: miners.Triplets, margin: float) -> torch.Tensor:
+    """Triplet terms (Schroff et al. 2015): d [B, B] distances, m triplets -> [m],
+    max(0, D(a,p) - D(a,n) + margin)."""
+    a, p, n = triplets
+    return F.relu(d[a, p] - d[a, n] + margin)
 
 
 # ---- losses ----
@@ -68,46 +69,46 @@ def _pairs(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
 def contrastive(
     emb: torch.Tensor,
     labels: torch.Tensor,
-    margin: float = 1.0,
-    metric: str = "euclidean",
-    pos_weight: str = "balanced",
+    margin: float = BUILTIN_PARAMS["contrastive"]["margin"],
+    metric: str = BUILTIN_PARAMS["contrastive"]["distance"],
+    pos_weight: str = BUILTIN_PARAMS["contrastive"]["pos_weight"],
+    stats: dict | None = None,
 ) -> torch.Tensor:
-    """Contrastive loss (Hadsell, Chopra & LeCun 2006) over all pairs i < j of the batch.
+    """Contrastive loss over the pairs of the batch, D the distance under `metric`.
 
-    emb [B, D], labels [B] -> scalar. Per pair, with Y = 1 for a dissimilar pair and D the
-    distance under `metric`: L = (1 - Y) * D^2 / 2 + Y * max(0, margin - D)^2 / 2.
-    pos_weight="balanced" (default) returns mean(positive pairs) + mean(negative pairs): a
-    P x K batch has only P*K*(K-1)/2 positive pairs among B*(B-1)/2, so a plain mean would be
-    dominated by negatives. pos_weight="active" averages the negatives over those still inside
-    the margin only, so easy negatives do not dilute the hard ones. pos_weight="mean" is the
-    plain mean over all pairs. pos_weight="hard" keeps, per anchor, only its farthest positive
-    and its closest negative (the pairs batch-hard triplet mining would pick): mean over anchors
-    of the positive term + mean over anchors of the negative term.
+    emb [B, D], labels [B] -> scalar. Per pair (`contrastive_terms`), with Y = 1 for a
+    dissimilar pair: L = (1 - Y) * D^2 / 2 + Y * max(0, margin - D)^2 / 2. pos_weight (`PAIR_RULES`):
+    - "balanced": all pairs i < j; mean(positive pairs) + mean(negative pairs): a P x K batch has
+      only P*K*(K-1)/2 positive pairs among B*(B-1)/2, so a plain mean would be dominated by negatives.
+    - "active": all pairs; the negatives averaged over those still inside the margin only, so
+      easy negatives do not dilute the hard ones.
+    - "mean": all pairs; the plain mean over all of them.
+    - "hard": per anchor only its farthest positive and its closest negative (the pairs batch-hard
+      triplet mining would pick): mean over anchors of the positive term + mean over anchors of the
+      negative term.
+    Given `stats`, puts in it `mining_stats` (active: the fraction of its negative pairs still
+    inside the margin; a positive pair always has a loss).
     """
-    if pos_weight == "hard":
-        d = pairwise(emb, emb, metric)
-        same = labels.unsqueeze(0) == labels.unsqueeze(1)
-        pos = same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
-        has_pos, has_neg = pos.any(1), (~same).any(1)
-        hardest_pos = d.masked_fill(~pos, float("-inf")).amax(1)[has_pos]
-        hardest_neg = d.masked_fill(same, float("inf")).amin(1)[has_neg]
-        return _mean(0.5 * hardest_pos.pow(2), emb) + _mean(0.5 * F.relu(margin - hardest_neg).pow(2), emb)
-    i, j, same = _pairs(labels)
-    d = pairwise(emb, emb, metric)[i, j]
-    per_pair = torch.where(same, 0.5 * d.pow(2), 0.5 * F.relu(margin - d).pow(2))
-    return _reduce(per_pair, same, pos_weight, emb)
+    mine, reduction = _rule(PAIR_RULES, "pos_weight", pos_weight)
+    d = pairwise(emb, emb, metric)
+    pairs = mine(labels, d)
+    terms = contrastive_terms(d, pairs, margin)
+    if stats is not None:
+        stats.update(mining_stats(d, labels, (terms > 0) & ~pairs.same, ~pairs.same))
+    return reduction(terms, pairs.same, emb)
 
 
 def triplet(
     emb: torch.Tensor,
     labels: torch.Tensor,
-    margin: float = 0.2,
-    metric: str = "euclidean",
-    mining: str = "hard",
+    margin: float = BUILTIN_PARAMS["triplet"]["margin"],
+    metric: str = BUILTIN_PARAMS["triplet"]["distance"],
+    mining: str = BUILTIN_PARAMS["triplet"]["mining"],
+    stats: dict | None = None,
 ) -> torch.Tensor:
-    """Triplet loss (Schroff et al. 2015) max(0, D(a,p) - D(a,n) + margin), mined in the batch.
+    """Triplet loss max(0, D(a,p) - D(a,n) + margin) on the triplets mined in the batch.
 
-    emb [B, D], labels [B] -> scalar. mining:
+    emb [B, D], labels [B] -> scalar. mining (`TRIPLET_RULES`):
     - "all": every valid triplet (a, p, n), averaged over those with non-zero loss
       (batch-all, Hermans et al. 2017); 0 when none is non-zero.
     - "hard": per anchor the farthest positive and the closest negative (batch-hard), mean
@@ -116,30 +117,30 @@ def triplet(
       anchor-positive pair the closest negative with D(a,n) > D(a,p); if no negative is
       farther than the positive, the farthest negative of the anchor. Mean over all
       anchor-positive pairs whose anchor has a negative.
+    Given `stats`, puts in it `mining_stats` (active: the fraction of its triplets with a non-zero loss).
     """
+    mine, reduction = _rule(TRIPLET_RULES, "mining", mining)
     d = pairwise(emb, emb, metric)
-    same = labels[:, None] == labels[None, :]
-    eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
-    pos, neg = same & ~eye, ~same  # [B, B] masks: (anchor, positive), (anchor, negative)
+    terms = triplet_terms(d, mine(labels, d), margin)
+    if stats is not None:
+        stats.update(mining_stats(d, labels, terms > 0, torch.ones_like(terms, dtype=torch.bool)))
+    return reduction(terms, emb)
 
-    if mining == "all":
-        valid = pos[:, :, None] & neg[:, None, :]  # [a, p, n]
-        losses = F.relu(d[:, :, None] - d[:, None, :] + margin)[valid]
-        return _mean(losses[losses > 0], emb)
-    if mining == "hard":
-        has_both = pos.any(1) & neg.any(1)
-        hardest_pos = d.masked_fill(~pos, float("-inf")).amax(1)
-        hardest_neg = d.masked_fill(~neg, float("inf")).amin(1)
-        return _mean(F.relu(hardest_pos - hardest_neg + margin)[has_both], emb)
-    if mining == "semihard":
-        d_ap, d_an = d[:, :, None], d[:, None, :]  # [a, p, 1], [a, 1, n]
-        farther = neg[:, None, :] & (d_an > d_ap)  # [a, p, n]
-        closest_farther = torch.where(farther, d_an, float("inf")).amin(2)  # [a, p]
-        farthest = d.masked_fill(~neg, float("-inf")).amax(1, keepdim=True)  # [a, 1]
-        chosen = torch.where(farther.any(2), closest_farther, farthest)
-        valid = pos & neg.any(1, keepdim=True)
-        return _mean(F.relu(d - chosen + margin)[valid], emb)
-    raise ConfigError(f"unknown mining {mining!r}; choose one of {', '.join(MINING)}")
+
+def mining_stats(d: torch.Tensor, labels: torch.Tensor, active: torch.Tensor, counted: torch.Tensor) -> dict:
+    """What a mined loss shows while it trains, as detached scalars on d's device (no host sync):
+    "active", the fraction of the `counted` terms [n] (bool) that are `active` [n] (bool, a
+    non-zero loss); "hardest_pos" / "hardest_neg", the mean over anchors of the distance to its
+    farthest positive / closest negative in the batch (d [B, B], labels [B]); 0 where none."""
+    pos, neg = miners.masks(labels)
+    d = d.detach().float()
+
+    def masked_mean(v, m):
+        return torch.where(m, v, 0).sum() / m.sum().clamp_min(1)
+
+    return {"active": (active & counted).sum() / counted.sum().clamp_min(1),
+            "hardest_pos": masked_mean(d.masked_fill(~pos, float("-inf")).amax(1), pos.any(1)),
+            "hardest_neg": masked_mean(d.masked_fill(~neg, float("inf")).amin(1), neg.any(1))}
 
 
 class KochHead(nn.Module):
@@ -168,21 +169,22 @@ def koch(emb: torch.Tensor, labels: torch.Tensor, head: KochHead) -> torch.Tenso
     are balanced: mean BCE over positive pairs + mean BCE over negative pairs (an empty group
     contributes 0), as positive pairs are rare in a P x K batch.
     """
-    i, j, same = _pairs(labels)
+    i, j, same = miners.all_pairs(labels)
     logits = head(emb[i], emb[j])
     bce = F.binary_cross_entropy_with_logits(logits, same.to(logits.dtype), reduction="none")
-    return _reduce(bce, same, "balanced", emb)
+    return reduce.balanced(bce, same, emb)
 
 
 def proto(
-    emb: torch.Tensor, labels: torch.Tensor, n_support: int, metric: str = "sqeuclidean"
+    emb: torch.Tensor, labels: torch.Tensor, n_support: int, metric: str = BUILTIN_PARAMS["proto"]["distance"]
 ) -> torch.Tensor:
     """Prototypical loss (Snell et al. 2017) inside one batch.
 
     emb [B, D], labels [B] -> scalar. Per class, its first n_support items in batch order are
     the support (their mean is the prototype) and the rest are queries; the loss is the mean
     cross-entropy of the queries over -distance to every prototype. Every class needs at
-    least n_support items; a batch without queries gives a connected 0.
+    least n_support items; a batch without queries gives a connected 0. ProtoNet's own
+    metric is "sqeuclidean".
     """
     if n_support < 1:
         raise ConfigError(f"n_support must be >= 1, got {n_support}")
@@ -203,7 +205,7 @@ def proto(
     prototypes = (weights @ emb) / weights.sum(1, keepdim=True)  # [C, D]
     queries = ~support
     if not queries.any():
-        return _zero(emb)
+        return reduce.zero(emb)
     logits = -pairwise(emb[queries], prototypes, metric)  # [Q, C]
     return F.cross_entropy(logits, cls[queries])
 
@@ -213,16 +215,22 @@ def proto(
 class FunctionLoss(nn.Module):
     """A loss function with its keyword arguments bound: forward(emb, labels) = fn(emb, labels, **params).
 
-    Holds no parameters of its own (unless `fn` is itself a module)."""
+    Holds no parameters of its own (unless `fn` is itself a module). Where `fn` takes `stats`
+    (a mined loss), `self.stats` holds what its last call put there (`mining_stats`)."""
 
     def __init__(self, fn: Callable[..., torch.Tensor], **params):
         super().__init__()
         self.fn = fn
         self.params = params
+        self.stats = {}
+        self._takes_stats = "stats" in inspect.signature(fn).parameters
 
     def forward(self, emb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """emb [B, D], labels [B] -> scalar."""
-        return self.fn(emb, labels, **self.params)
+        if not self._takes_stats:
+            return self.fn(emb, labels, **self.params)
+        self.stats = {}
+        return self.fn(emb, labels, stats=self.stats, **self.params)
 
     def extra_repr(self) -> str:
         return f"{getattr(self.fn, '__name__', self.fn)}, {self.params}"
@@ -248,10 +256,11 @@ class SoftmaxLoss(nn.Module):
     head="linear": logits = W e + b (SimpleShot's linear layer with bias); head="cosine":
     logits = scale * cos(e, w_c) (Baseline++, Chen et al. 2019)."""
 
-    def __init__(self, dim: int, num_classes: int, head: str = "linear", scale: float = 10.0):
+    def __init__(self, dim: int, num_classes: int, head: str = BUILTIN_PARAMS["softmax"]["head"],
+                 scale: float = BUILTIN_PARAMS["softmax"]["scale"]):
         super().__init__()
-        if head not in HEADS:
-            raise ConfigError(f"unknown softmax head {head!r}; choose one of {', '.join(HEADS)}")
+        if head not in LOSS_CHOICES["head"]:
+            raise ConfigError(f"unknown softmax head {head!r}; choose one of {', '.join(LOSS_CHOICES['head'])}")
         self.head, self.scale = head, scale
         self.fc = nn.Linear(dim, num_classes, bias=head == "linear")
 

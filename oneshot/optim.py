@@ -3,6 +3,8 @@ schedule of the config (`Config.lr_factor`, stepped every step) and, for fp16, a
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from . import precision
@@ -21,6 +23,7 @@ class Stepper:
 
     def __init__(self, cfg: Config, params: list):
         """`params`: the encoder's and the loss's own (Koch's head, a softmax head, ...)."""
+        self.params = params
         self.opt = optimizer(cfg, params)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, cfg.lr_factor)
         self.scaler = precision.grad_scaler(cfg.precision, cfg.device)
@@ -32,9 +35,15 @@ class Stepper:
             self.opt.step()
         else:
             self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.opt)  # the gradients as they are, for grad_norm
             self.scaler.step(self.opt)
             self.scaler.update()
         self.sched.step()
+
+    def grad_norm(self) -> float:
+        """The L2 norm of the last step's gradients, all parameters together (NaN if none)."""
+        grads = [p.grad.detach().float().norm() for p in self.params if p.grad is not None]
+        return float(torch.linalg.vector_norm(torch.stack(grads))) if grads else math.nan
 
     @property
     def lr(self) -> float:

@@ -64,27 +64,21 @@ class LossContext:
         return self.num_classes
 
 
-def _one_of(value: str, allowed: tuple[str, ...], key: str) -> str:
-    if value not in allowed:
-        raise ConfigError(f"unknown {key} {value!r}; choose one of {', '.join(allowed)}")
-    return value
-
-
 # ---- built-ins: name -> builder ----
 
-LOSSES: dict[str, Callable[[Config, LossContext], nn.Module]] = {  # each reads cfg.loss_params (BUILTIN_PARAMS)
+# Each reads cfg.loss_params: BUILTIN_PARAMS's settings, defaults filled in and choices checked by the config.
+LOSSES: dict[str, Callable[[Config, LossContext], nn.Module]] = {
     "contrastive": lambda cfg, ctx: losses.FunctionLoss(
         losses.contrastive, margin=cfg.loss_params["margin"], metric=cfg.loss_params["distance"],
-        pos_weight=_one_of(cfg.loss_params["pos_weight"], losses.POS_WEIGHT, "pos_weight")),
+        pos_weight=cfg.loss_params["pos_weight"]),
     "triplet": lambda cfg, ctx: losses.FunctionLoss(
         losses.triplet, margin=cfg.loss_params["margin"], metric=cfg.loss_params["distance"],
-        mining=_one_of(cfg.loss_params["mining"], losses.MINING, "mining")),
+        mining=cfg.loss_params["mining"]),
     "koch": lambda cfg, ctx: losses.KochLoss(ctx.embedding_size()),
     "proto": lambda cfg, ctx: losses.FunctionLoss(losses.proto, n_support=cfg.n_support,
                                                   metric=cfg.loss_params["distance"]),
     "softmax": lambda cfg, ctx: losses.SoftmaxLoss(
-        ctx.embedding_size(), ctx.classes(), _one_of(cfg.loss_params["head"], losses.HEADS, "softmax head"),
-        cfg.loss_params["scale"]),
+        ctx.embedding_size(), ctx.classes(), cfg.loss_params["head"], cfg.loss_params["scale"]),
 }
 
 

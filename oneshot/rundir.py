@@ -20,7 +20,12 @@ from .config import Config, from_dict
 from .errors import OneshotError, TrainingError
 from .provenance import atomic_write_text
 
-CURVE = ["step", "loss", "val_acc", "images_per_s", "lr"]
+# A row per validation point: the step, its validation accuracy, and the training window that
+# ended there (means over its steps, `train.Window`; grad_norm: of its last step). A mined loss
+# adds the fraction of its pairs or triplets with a non-zero loss and its mean hardest positive
+# and negative distances; NaN where a loss has none (and in rows written before they were kept).
+CURVE = ["step", "loss", "val_acc", "images_per_s", "lr", "emb_norm", "grad_norm", "active", "hardest_pos",
+         "hardest_neg"]
 _EVENTS_OFF_SAID = []
 
 
@@ -104,5 +109,5 @@ def stored_identity(path: Path) -> dict | None:
 
 def curve_text(curve: list[dict]) -> str:
     """The rows of a training curve as curve.csv's text."""
-    lines = [",".join(CURVE)] + [",".join(f"{row[c]:.6g}" for c in CURVE) for row in curve]
+    lines = [",".join(CURVE)] + [",".join(f"{row.get(c, math.nan):.6g}" for c in CURVE) for row in curve]
     return "\n".join(lines) + "\n"

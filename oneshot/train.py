@@ -61,9 +61,13 @@ def place(cfg: Config, model: Siamese, criterion: nn.Module | None) -> None:
 
 
 def step_loss(cfg: Config, split: Split, model: Siamese, criterion: nn.Module | None,
-              g: torch.Generator, batches: EpochBatches | None = None) -> tuple[torch.Tensor, int]:
+              g: torch.Generator, batches: EpochBatches | None = None,
+              stats: dict | None = None) -> tuple[torch.Tensor, int]:
     """Draw one batch (P x K, or `batch_size` images from `batches`, the run's epoch sampler),
-    augment, embed -> (its loss, the number of images).
+    augment, embed -> (its loss, the number of images). Given `stats`, puts in it what the step
+    computed anyway, as detached scalars on the device: "emb_norm", the mean norm of the
+    encoder's outputs (before any normalisation), and the loss's own (`criterion.stats`: a mined
+    loss's active fraction and hardest distances).
 
     The batch is gathered, normalised and augmented where `split.images` lives (move the split
     to the device once with `Split.to`); indices and random draws come from the CPU generator
@@ -80,8 +84,12 @@ def step_loss(cfg: Config, split: Split, model: Siamese, criterion: nn.Module | 
     if cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with precision.autocast(cfg.precision, cfg.device):
-        emb = model(x)
-    return batch_loss(cfg, emb.float(), labels.to(cfg.device, non_blocking=True), criterion), len(idx)
+        raw, emb = model.raw_and_embedded(x)
+    loss = batch_loss(cfg, emb.float(), labels.to(cfg.device, non_blocking=True), criterion)
+    if stats is not None:
+        stats["emb_norm"] = raw.detach().float().norm(dim=1).mean()
+        stats.update(getattr(criterion, "stats", None) or {})
+    return loss, len(idx)
 
 
 def validate(model: Siamese | None, cfg: Config, val: Split, episodes: torch.Tensor) -> float:
@@ -143,27 +151,33 @@ class Progress:
 
 
 class Window:
-    """The steps since the last report: the loss summed on the device and read back (one host
-    synchronisation) only when reported, the images and the time they took."""
+    """The steps since the last report: the loss and the step's statistics (`step_loss`'s
+    `stats`) summed on the device and read back (one host synchronisation) only when reported,
+    the images and the time they took."""
 
-    def __init__(self, device):
-        self.device = device
+    def __init__(self):
         self.reset()
 
     def reset(self) -> None:
-        self.t, self.images, self.loss, self.n = time.perf_counter(), 0, torch.zeros((), device=self.device), 0
+        self.t, self.images, self.sums, self.counts = time.perf_counter(), 0, {}, {}
 
-    def add(self, loss: torch.Tensor, images: int) -> None:
-        self.loss, self.n, self.images = self.loss + loss.detach(), self.n + 1, self.images + images
+    def add(self, loss: torch.Tensor, images: int, stats: dict) -> None:
+        self.images += images
+        for key, value in {"loss": loss.detach(), **stats}.items():
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
+            self.counts[key] = self.counts.get(key, 0) + 1
 
-    def read(self, name: str, done: int) -> tuple[float, float]:
-        """(mean loss, images/s) of the window ending at step `done`; a NaN or infinite loss stops the run."""
-        mean = self.loss.item() / self.n
-        if not math.isfinite(mean):
-            raise TrainingError(f"{name}: the loss is {mean} within steps {done - self.n + 1}-{done}; stopping "
+    def read(self, name: str, done: int) -> dict:
+        """The means over the window ending at step `done` ({"loss": ..., "emb_norm": ..., ...})
+        and its "images_per_s"; a NaN or infinite loss stops the run."""
+        keys = list(self.sums)
+        means = {k: v / self.counts[k] for k, v in zip(keys, torch.stack([self.sums[k].float() for k in keys]).tolist())}
+        if not math.isfinite(means["loss"]):
+            n = self.counts["loss"]
+            raise TrainingError(f"{name}: the loss is {means['loss']} within steps {done - n + 1}-{done}; stopping "
                                 "(try a lower lr or a normalised embedding). Resuming restarts from the last "
                                 "validation point.")
-        return mean, self.images / (time.perf_counter() - self.t)
+        return means | {"images_per_s": self.images / (time.perf_counter() - self.t)}
 
 
 def train(cfg: Config, out: str | Path, data_root=None, resume: bool = True, progress: bool = True,
@@ -193,24 +207,26 @@ def train(cfg: Config, out: str | Path, data_root=None, resume: bool = True, pro
     record = {"status": "running", "seed": cfg.seed, "precision": cfg.precision, **provenance(cfg.device),
               "pixels_val_acc": validate(None, cfg, val_split, val_episodes) if val_split is not None else math.nan}
     rd.write_record(record)
-    t0, window, events = time.perf_counter() - prog.elapsed, Window(cfg.device), rd.events(prog.step)
+    t0, window, events = time.perf_counter() - prog.elapsed, Window(), rd.events(prog.step)
     with tqdm(range(prog.step, cfg.steps), initial=prog.step, total=cfg.steps, desc=cfg.name,
               disable=not progress, unit="step") as bar:
         for step in bar:
-            loss, n_images = step_loss(cfg, train_split, model, criterion, g, batches)
+            stats = {}
+            loss, n_images = step_loss(cfg, train_split, model, criterion, g, batches, stats)
             stepper.step(loss)
-            window.add(loss, n_images)
+            window.add(loss, n_images, stats)
             done = step + 1
             validating = done % cfg.val_every == 0 or done == cfg.steps or done in snap_steps
             if not (validating or done % 20 == 0):
                 continue
-            mean_loss, rate = window.read(cfg.name, done)
-            log_scalars(events, done, {"train/loss": mean_loss, "train/images_per_s": rate, "train/lr": stepper.lr})
+            w = window.read(cfg.name, done) | {"lr": stepper.lr, "grad_norm": stepper.grad_norm()}
+            mean_loss, rate = w["loss"], w["images_per_s"]
+            log_scalars(events, done, {f"train/{k}": v for k, v in w.items()})
             if not validating:
                 bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{rate:.0f}")
                 continue
             acc = validate(model, cfg, val_split, val_episodes) if val_split is not None else math.nan
-            prog.curve.append({"step": done, "loss": mean_loss, "val_acc": acc, "images_per_s": rate, "lr": stepper.lr})
+            prog.curve.append({"step": done, "val_acc": acc} | w)
             log_scalars(events, done, {"val/accuracy": acc})
             if acc > prog.best or val_split is None:
                 prog.best, prog.best_step, prog.waited = acc, done, 0

@@ -73,6 +73,21 @@ def test_schedule_and_validation_keys_count_only_where_they_are_read():
     assert Config(device="cuda", channels_last=False).identity() == cos.identity()  # how, not what
 
 
+def test_every_committed_record_reads_into_a_config_whose_loss_builds():
+    """The loss-params checks (choices, defaults) accept every committed record as it was written,
+    and the loss it names builds: mining and pair weighting of any record name a miner and a reduction."""
+    seen = {}
+    for path in sorted((RESULTS / "records").rglob("*.json")):
+        raw = json.loads(path.read_text()).get("config")
+        if raw is not None:
+            cfg = from_dict(raw)
+            seen.setdefault((cfg.loss, json.dumps(cfg.loss_params, sort_keys=True)), cfg)
+    assert {"contrastive", "triplet", "koch", "proto"} <= {loss for loss, _ in seen}
+    for cfg in seen.values():
+        if not cfg.loss.startswith("pml:") and cfg.loss not in ("koch", "softmax"):  # those need the run's sizes
+            build_loss(cfg)
+
+
 @pytest.mark.parametrize("preset", ["default", "mini-cpu", "zoo", "precision"])
 def test_the_committed_records_finish_every_run_of_their_preset(preset):
     from oneshot.precision import resolve

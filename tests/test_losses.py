@@ -30,6 +30,13 @@ def batch(seed, p=4, k=3, dim=6, scale=0.4):
     return torch.randn(p * k, dim, generator=g) * scale, labels
 
 
+def clustered(seed, offset):
+    """batch(seed) with each class moved by `offset` along its own axis: some pairs and triplets
+    are then satisfied and some are not."""
+    emb, labels = batch(seed)
+    return emb + offset * torch.nn.functional.one_hot(labels, emb.shape[1]), labels
+
+
 def ref_dist(a, b, metric):
     """Distance between two vectors given as lists of Python floats (float64)."""
     if metric == "sqeuclidean":
@@ -90,32 +97,46 @@ def naive_contrastive(emb, labels, margin, metric, pos_weight):
     return mean(pos + neg) if pos_weight == "mean" else mean(pos) + mean(neg)
 
 
-def naive_triplet(emb, labels, margin, metric, mining):
+def naive_triplet_terms(emb, labels, margin, metric, mining):
+    """Every term the mining rule keeps, zeros included."""
     b = len(labels)
     d = [[dist(emb, i, j, metric) for j in range(b)] for i in range(b)]
     lab = labels.tolist()
-    losses = []
+    terms = []
     for a in range(b):
         ps = [p for p in range(b) if p != a and lab[p] == lab[a]]
         ns = [n for n in range(b) if lab[n] != lab[a]]
         if mining == "all":
-            for p in ps:
-                for n in ns:
-                    loss = max(0.0, d[a][p] - d[a][n] + margin)
-                    if loss > 0:
-                        losses.append(loss)
+            terms += [max(0.0, d[a][p] - d[a][n] + margin) for p in ps for n in ns]
         elif mining == "hard":
             if ps and ns:
                 hp, hn = max(d[a][p] for p in ps), min(d[a][n] for n in ns)
-                losses.append(max(0.0, hp - hn + margin))
+                terms.append(max(0.0, hp - hn + margin))
         elif mining == "semihard":
             if not ns:
                 continue
             for p in ps:
                 farther = [d[a][n] for n in ns if d[a][n] > d[a][p]]
                 chosen = min(farther) if farther else max(d[a][n] for n in ns)
-                losses.append(max(0.0, d[a][p] - chosen + margin))
-    return mean(losses)
+                terms.append(max(0.0, d[a][p] - chosen + margin))
+    return terms
+
+
+def naive_triplet(emb, labels, margin, metric, mining):
+    terms = naive_triplet_terms(emb, labels, margin, metric, mining)
+    return mean([t for t in terms if t > 0] if mining == "all" else terms)
+
+
+def naive_hardest(emb, labels, metric):
+    """Mean over anchors of the farthest positive's and of the closest negative's distance."""
+    b, lab = len(labels), labels.tolist()
+    hp, hn = [], []
+    for a in range(b):
+        dp = [dist(emb, a, p, metric) for p in range(b) if p != a and lab[p] == lab[a]]
+        dn = [dist(emb, a, n, metric) for n in range(b) if lab[n] != lab[a]]
+        hp += [max(dp)] if dp else []
+        hn += [min(dn)] if dn else []
+    return mean(hp), mean(hn)
 
 
 def naive_koch(emb, labels, head):
@@ -177,6 +198,38 @@ def test_triplet_matches_loop(seed, metric, mining):
 
 
 @pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("mining", MINING)
+def test_triplet_stats_match_loop(seed, mining):
+    emb, labels = clustered(seed, 0.8)
+    stats = {}
+    loss = triplet(emb, labels, 0.1, "euclidean", mining, stats=stats)
+    terms = naive_triplet_terms(emb, labels, 0.1, "euclidean", mining)
+    assert 0 < sum(t > 0 for t in terms) < len(terms)  # the inputs exercise the fraction
+    assert stats["active"].item() == pytest.approx(sum(t > 0 for t in terms) / len(terms))
+    hp, hn = naive_hardest(emb, labels, "euclidean")
+    assert (stats["hardest_pos"].item(), stats["hardest_neg"].item()) == pytest.approx((hp, hn), rel=1e-5)
+    assert all(not v.requires_grad for v in stats.values())
+    check(loss, naive_triplet(emb, labels, 0.1, "euclidean", mining))  # the stats change nothing
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("pos_weight", ["balanced", "hard"])
+def test_contrastive_stats_match_loop(seed, pos_weight):
+    emb, labels = clustered(seed, 0.6)
+    stats = {}
+    contrastive(emb, labels, 1.0, "euclidean", pos_weight, stats=stats)
+    b, lab = len(labels), labels.tolist()
+    if pos_weight == "hard":  # per anchor its closest negative
+        negs = [min(dist(emb, a, n, "euclidean") for n in range(b) if lab[n] != lab[a]) for a in range(b)]
+    else:
+        negs = [dist(emb, i, j, "euclidean") for i in range(b) for j in range(i + 1, b) if lab[i] != lab[j]]
+    inside = sum(d < 1.0 for d in negs) / len(negs)
+    assert 0 < inside < 1 and stats["active"].item() == pytest.approx(inside)
+    hp, hn = naive_hardest(emb, labels, "euclidean")
+    assert (stats["hardest_pos"].item(), stats["hardest_neg"].item()) == pytest.approx((hp, hn), rel=1e-5)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
 def test_koch_matches_loop(seed):
     emb, labels = batch(seed)
     torch.manual_seed(seed)
@@ -192,6 +245,18 @@ def test_koch_matches_loop(seed):
 def test_proto_matches_loop(seed, metric, n_support):
     emb, labels = batch(seed, p=4, k=4)
     check(proto(emb, labels, n_support, metric), naive_proto(emb, labels, n_support, metric))
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+@pytest.mark.parametrize("rule", [("contrastive", w) for w in ("balanced", "mean", "active", "hard")]
+                         + [("triplet", m) for m in MINING])
+def test_gradients_are_the_derivatives_of_the_values(metric, rule):
+    """Finite differences (float64) agree with autograd through miner, terms and reduction, for
+    every setting: with the values checked against the loops above, the gradients are right too."""
+    emb, labels = batch(0)
+    fn = {"contrastive": contrastive, "triplet": triplet}[rule[0]]
+    x = emb.double().requires_grad_()
+    assert torch.autograd.gradcheck(lambda e: fn(e, labels, 0.8, metric, rule[1]), (x,))
 
 
 def test_semihard_picks_closest_negative_beyond_positive():

@@ -11,10 +11,12 @@ import torch.nn.functional as F
 
 import pytorch_metric_learning  # noqa: F401 - installed by `make install`; a missing install must fail loudly
 from pytorch_metric_learning import distances, losses as pml_losses, miners, reducers
+from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 
 import tiny
 
-from oneshot import losses
+from oneshot import losses, miners as oneshot_miners
+from oneshot.distances import pairwise
 from oneshot.study import presets
 from oneshot.config import Config
 from oneshot.data.load import load_split
@@ -22,7 +24,7 @@ from oneshot.data.episodes import generator
 from oneshot.errors import ConfigError
 from oneshot.pml import MinedLoss
 from oneshot.registry import build_loss
-from oneshot.train import build_model
+from oneshot.registry import build_model
 
 SEEDS = [0, 1, 2]
 RAW = distances.LpDistance(normalize_embeddings=False)  # plain Euclidean, as oneshot's "euclidean"
@@ -95,6 +97,33 @@ def test_float32_batches_agree_to_float32_precision():
     assert close(losses.triplet(emb, labels, 0.2, "euclidean", "hard"),
                  build_loss(Config(**{**BATCH_HARD, "loss_params": {**BATCH_HARD["loss_params"], "margin": 0.2}}))(
                      emb, labels), torch.float32)
+
+
+# ---- miners: oneshot's pick the pairs and triplets PML's pick ----
+
+def rows(*tensors):
+    return list(zip(*(t.tolist() for t in tensors)))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("normalize", [True, False])
+def test_miners_pick_the_pairs_and_triplets_pmls_pick(seed, normalize):
+    """Batch-hard = PML's BatchHardMiner (as triplets, and as its pairs by PML's convert_to_pairs);
+    all triplets = PML's get_all_triplets_indices, in the same order; all pairs = PML's
+    get_all_pairs_indices with each pair once (PML lists i->j and j->i)."""
+    emb, labels = batch(seed, normalize)
+    d = pairwise(emb, emb)
+    hard = oneshot_miners.hard_triplets(labels, d)
+    theirs = miners.BatchHardMiner(distance=RAW)(emb, labels)
+    assert rows(*hard) == rows(*theirs)
+    a1, p, a2, n = lmu.convert_to_pairs(theirs, labels)
+    pairs = oneshot_miners.hard_pairs(labels, d)
+    assert rows(pairs.a, pairs.b) == rows(a1, p) + rows(a2, n) and pairs.same.sum() == len(a1)
+    assert rows(*oneshot_miners.all_triplets(labels)) == rows(*lmu.get_all_triplets_indices(labels))
+    a1, p, a2, n = lmu.get_all_pairs_indices(labels)
+    pairs = oneshot_miners.all_pairs(labels)
+    assert sorted(rows(pairs.a[pairs.same], pairs.b[pairs.same])) == sorted(r for r in rows(a1, p) if r[0] < r[1])
+    assert sorted(rows(pairs.a[~pairs.same], pairs.b[~pairs.same])) == sorted(r for r in rows(a2, n) if r[0] < r[1])
 
 
 # ---- contrastive: per pair, oneshot's term is 1/2 (PML's term)^2 ----

@@ -313,6 +313,29 @@ def test_tensorboard_events_hold_the_curve(small_omniglot, tmp_path):
     assert [e.step for e in val] == [int(r["step"]) for r in curve] == [20, 40]
     assert [e.value for e in val] == pytest.approx([float(r["val_acc"]) for r in curve], abs=1e-5)
     assert [e.step for e in ev.Scalars("train/loss")] == [20, 40]
+    # what the step computed anyway: the encoder's output norm and the gradient norm, in both
+    for tag in ("emb_norm", "grad_norm"):
+        logged = [e.value for e in ev.Scalars(f"train/{tag}") if e.step in (20, 40)]
+        assert logged == pytest.approx([float(r[tag]) for r in curve], rel=1e-4) and all(v > 0 for v in logged)
+
+
+def test_a_mined_loss_shows_its_mining_while_it_trains(small_omniglot, tmp_path):
+    pytest.importorskip("tensorboard", reason="tensorboard is not installed (make install installs it)")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = train(tiny(steps=40, val_every=20, loss="triplet", mining="semihard", margin=0.5), tmp_path / "run",
+                small_omniglot, progress=False).run_dir
+    ev = EventAccumulator(str(out / "tb"))
+    ev.Reload()
+    curve = list(csv.DictReader(io.StringIO((out / "curve.csv").read_text())))
+    for tag in ("active", "hardest_pos", "hardest_neg"):
+        logged = [e.value for e in ev.Scalars(f"train/{tag}") if e.step in (20, 40)]
+        assert logged == pytest.approx([float(r[tag]) for r in curve], rel=1e-4)
+    assert all(0 < float(r["active"]) <= 1 and 0 < float(r["hardest_pos"]) for r in curve)
+    # a loss that mines nothing has no such columns: NaN in curve.csv, no TensorBoard tag
+    out = train(tiny(steps=20, val_every=20, loss="proto"), tmp_path / "plain", small_omniglot, progress=False).run_dir
+    row = next(csv.DictReader(io.StringIO((out / "curve.csv").read_text())))
+    assert row["active"] == "nan" and float(row["emb_norm"]) > 0
 
 
 def test_without_tensorboard_a_run_trains_and_says_so_once(small_omniglot, tmp_path, monkeypatch, capsys):
