@@ -95,6 +95,27 @@ def test_a_study_fine_tunes_and_scores_every_transform(small_omniglot, tmp_path)
     assert "CL2N" in (results / "t" / "all-scores.csv").read_text()
 
 
+def test_tables_name_a_fine_tune_and_its_images_and_keep_it_off_the_budget_axis(small_omniglot, tmp_path):
+    from oneshot.report import budget, frames, tables
+
+    runs = [SOURCE, {**SOURCE, "name": "source-affine", "augment": "affine"}, {**FINETUNE, "snapshot_images": [32]}]
+    preset = tiny.write_preset(tmp_path / "p.toml", tiny.study("t", base={"snapshot_images": [32]}, runs=runs))
+    results = tmp_path / "results"
+    assert main(["benchmark", "--preset", preset, "--results", str(results), "--runs", str(tmp_path / "runs"),
+                 "--data-root", str(small_omniglot)]) == 0
+    df = frames.load_records(results)
+    ft = df[df.run == "ft"].iloc[0]
+    assert ft.family == "proto@source" and ft.budget == 4 * 16 + 4 * 16  # its own images and its source's
+    main_table, _ = tables.main_table(frames.configurations(df), "vinyals")
+    rows = main_table.set_index("Loss")
+    assert rows.loc["Prototypical, fine-tuned from source", "Augment"] == "none"
+    assert set(rows.loc["Softmax pre-training", "Augment"].split(" / ")) <= {"none", "affine"}
+    # the budget axis: the two sources at 32 images and at their cap, never the fine-tune
+    frame = budget.budget_frame(results, df)
+    assert set(frame.run) == {"source", "source-affine"} and set(frame.budget) == {32, 64}
+    assert "Fine-tunes (a second stage)" in (results / "t" / "budget-vinyals.md").read_text()
+
+
 @pytest.mark.parametrize("change, message", [
     ({"init_from": "nowhere"}, "init_from = 'nowhere': no earlier configuration"),
     ({"init_from": 3}, "init_from must name an earlier configuration"),

@@ -7,6 +7,8 @@ capped there keeps; at its own cap, by its final record. Per budget and setting,
 represented by its configuration with the best validation accuracy at that budget (seed mean;
 margins are chosen again at every budget, never on test), a reproduced recipe by its run for the
 setting's shots; losses are ranked by test accuracy, the seed mean with its crossed CI.
+A fine-tune (a second stage from a trained encoder) is not a point on this axis: the main and
+paired tables compare it.
 """
 
 from __future__ import annotations
@@ -30,10 +32,11 @@ def budget_frame(results: Path, df: pd.DataFrame) -> pd.DataFrame:
     `acc` ({seed: per-episode accuracies [E]}, for paired comparisons).
     `df` is `load_records(results)`, whose main scores give each run's point at its cap."""
     snaps = load_records(results, BUDGETS)
+    snaps = snaps[~snaps.fine_tune] if len(snaps) else snaps
     if snaps.empty:
         return pd.DataFrame()
     studies = set(snaps.study)
-    final = df[df.study.isin(studies)]
+    final = df[df.study.isin(studies) & ~df.fine_tune]
     final = pd.concat([_main_view(g, p) for (_, p), g in final.groupby(["study", "protocol"])])
     both = pd.concat([snaps, final], ignore_index=True)
     rows = []
@@ -156,7 +159,9 @@ def budget_report(results: Path, out: Path, df: pd.DataFrame) -> tuple[dict[Path
             "Per budget and setting each loss at its configuration with the best validation accuracy at that "
             "budget (a reproduced recipe: its run for the setting's shots); cell: rank by test accuracy, mean over "
             "seeds ± 95% crossed CI, the configuration. At a budget below a run's cap: the best checkpoint on "
-            "validation the run had kept when it had seen that many images.\n\n" + markdown(rank_table(ranked)))
+            "validation the run had kept when it had seen that many images."
+            + (" Fine-tunes (a second stage) are compared in the main and paired tables, not here."
+               if df[df.study == study].fine_tune.any() else "") + "\n\n" + markdown(rank_table(ranked)))
         path = out / study / f"budget-{protocol}.png"
         one_shot = g[g.shots == 1]  # the figure: the 1-shot settings (Omniglot: 5w1s and 20w1s)
         budget_plot(one_shot if len(one_shot) else g, f"{study}: {protocol}", path, _published(g, protocol))

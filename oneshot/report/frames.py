@@ -24,24 +24,38 @@ FAMILY_NAMES = {"contrastive-hard": "Contrastive, hardest pairs", "contrastive-a
                 "contrastive-balanced": "Contrastive, all pairs",
                 "contrastive-mean": "Contrastive, all pairs (plain mean)",
                 "triplet-hard": "Triplet, batch-hard", "triplet-semihard": "Triplet, semi-hard",
-                "triplet-all": "Triplet, batch-all", "koch": "Koch BCE (Siamese)", "proto": "Prototypical"}
+                "triplet-all": "Triplet, batch-all", "koch": "Koch BCE (Siamese)", "proto": "Prototypical",
+                "softmax": "Softmax pre-training"}
 
 def family(cfg: dict) -> str:
     """The loss of a record's config (today's form, `config.migrate`) as a table row: triplet by
     mining, contrastive by pair weighting, any other loss by its name and miner
-    ("pml:TripletMarginLoss+pml:BatchHardMiner")."""
+    ("pml:TripletMarginLoss+pml:BatchHardMiner"); a fine-tune adds "@" and the configuration it
+    starts from ("triplet-semihard@simpleshot")."""
     if cfg["loss"] == "triplet":
-        return f"triplet-{cfg['loss_params']['mining']}"
-    if cfg["loss"] == "contrastive":
-        return f"contrastive-{cfg['loss_params']['pos_weight']}"
-    miner = cfg.get("miner", "none")
-    return cfg["loss"] if miner == "none" else f"{cfg['loss']}+{miner}"
+        name = f"triplet-{cfg['loss_params']['mining']}"
+    elif cfg["loss"] == "contrastive":
+        name = f"contrastive-{cfg['loss_params']['pos_weight']}"
+    else:
+        miner = cfg.get("miner", "none")
+        name = cfg["loss"] if miner == "none" else f"{cfg['loss']}+{miner}"
+    return f"{name}@{cfg['init_from']['name']}" if cfg.get("init_from") else name
+
+
+def train_images(cfg: dict) -> int:
+    """The training images behind a run's encoder: its steps x batch, plus its fine-tune source's."""
+    own = cfg["steps"] * (cfg.get("batch_size") or cfg["batch_classes"] * cfg["batch_shots"])
+    return own + (train_images(cfg["init_from"]) if cfg.get("init_from") else 0)
 
 
 def family_name(f: str) -> str:
     """A family's row label: FAMILY_NAMES, else from its names: "pml:MultiSimilarityLoss" ->
     "MultiSimilarity (PML)", "pml:TripletMarginLoss+pml:BatchHardMiner" -> "TripletMargin +
-    BatchHard miner (PML)", "mylab.losses:focal" -> "focal (mylab.losses)"."""
+    BatchHard miner (PML)", "mylab.losses:focal" -> "focal (mylab.losses)"; a fine-tune's
+    "triplet-semihard@simpleshot" -> "Triplet, semi-hard, fine-tuned from simpleshot"."""
+    if "@" in f:
+        base, source = f.rsplit("@", 1)
+        return f"{family_name(base)}, fine-tuned from {source}"
     if f in FAMILY_NAMES:
         return FAMILY_NAMES[f]
     parts = []
@@ -102,7 +116,8 @@ def _record_row(path: Path) -> dict:
         "main": spec.main,
         "curve": tr.get("curve", ""), "commit": tr["commit"], "versions": tr["versions"],
         "device": tr["device"], "embed_s": r["eval"]["embed_s"], "batch": batch_shape(cfg),
-        "budget": r.get("budget_images", cfg["steps"] * (cfg.get("batch_size") or cfg["batch_classes"] * cfg["batch_shots"])),
+        "budget": r.get("budget_images", train_images(cfg)), "fine_tune": bool(cfg.get("init_from")),
+        "augment": cfg.get("augment", "none"),
         "images_seen": tr.get("images_seen", np.nan),
         "reproduces": json.dumps(list(spec.reproduces), sort_keys=True),
     }
@@ -146,6 +161,7 @@ def configurations(df: pd.DataFrame) -> pd.DataFrame:
         rows.append({**dict(zip(SCORE_KEYS, key)), "dataset": first.dataset, "queries": first.queries,
                      "episodes": first.episodes, "family": first.family, "margin": first.margin,
                      "main": first["main"], "reproduces": first.reproduces, "batch": first.batch,
+                     "augment": first.augment,
                      "seed_list": tuple(g.seed), "acc": acc, "mean": c["mean"],
                      "ci95": c["ci95"], "seeds": c["seeds"], "seed_sd": c["seed_sd"],
                      "val_acc": g.val_acc.mean(), "collapsed": int((g.val_acc <= g.pixels_val_acc).sum())})

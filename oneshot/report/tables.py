@@ -71,9 +71,13 @@ def main_table(df: pd.DataFrame, protocol: str) -> tuple[pd.DataFrame, set]:
             if not hit.empty:
                 hits[i, c] = hit.iloc[0]
     winners = {c: max((h["mean"] for (_, c2), h in hits.items() if c2 == c), default=np.nan) for c in setting_cols}
+    # an Augment column only where the study's rows were trained with different augmentations
+    augments = [" / ".join(dict.fromkeys(d[d.run.isin(runs.values())].augment)) for *_, runs in ours]
+    show_augment = len(set(augments)) > 1
     rows, bold = [], set()
     for i, (label, margin, batch, _) in enumerate(ours):
-        row = {"Loss": label, "Margin": margin} | ({"Batch": batch} if recs else {})
+        row = ({"Loss": label, "Margin": margin} | ({"Batch": batch} if recs else {})
+               | ({"Augment": augments[i]} if show_augment else {}))
         for c in setting_cols:
             h = hits.get((i, c))
             if h is None:
@@ -85,7 +89,8 @@ def main_table(df: pd.DataFrame, protocol: str) -> tuple[pd.DataFrame, set]:
             row[_col(*c)] = text
         rows.append(row)
     for name, source, cells in published_rows(d.dataset.iloc[0], protocol):
-        row = {"Loss": f"{name} (published: {source})", "Margin": ""} | ({"Batch": ""} if recs else {})
+        row = ({"Loss": f"{name} (published: {source})", "Margin": ""} | ({"Batch": ""} if recs else {})
+               | ({"Augment": ""} if show_augment else {}))
         row.update({_col(*c): cells.get(c, "") for c in setting_cols})
         rows.append(row)
     return pd.DataFrame(rows), bold
@@ -191,8 +196,9 @@ def study_tables(study: str, runs: pd.DataFrame, sd: pd.DataFrame, folder: Path)
                 "(seed, episode) on matched seeds, with its 95% CI and p-value from the same crossed seeds x "
                 "episodes variance; Holm correction over the rows of each setting.\n\n" + markdown(pt))
     plain = (runs["transform"] == "UN").all()  # a study without transforms keeps the columns it always had
-    full = runs.drop(columns=["per_episode", "curve", "main", "versions", "reproduces", "budget"]
-                     + (["transform"] if plain else [])).sort_values(
+    one_augment = runs.augment.nunique() == 1  # likewise the augmentation, where every run had the same
+    full = runs.drop(columns=["per_episode", "curve", "main", "versions", "reproduces", "budget", "fine_tune"]
+                     + (["transform"] if plain else []) + (["augment"] if one_augment else [])).sort_values(
         ["protocol", "run", "seed", "ways", "shots", "classifier", "distance"] + ([] if plain else ["transform"]))
     texts[folder / "all-scores.csv"] = full.to_csv(index=False, float_format="%.6f")
     curves_plot(runs, folder / "curves.png")
