@@ -14,8 +14,9 @@ from oneshot import rundir as rundir_mod
 from oneshot import train as train_mod
 from tiny import interrupt_at_step
 from oneshot.cli import main
-from oneshot.config import BUILTIN_PARAMS, Config, from_dict, load_config, migrate
+from oneshot.config import Config, from_dict, load_config, migrate
 from oneshot.errors import OneshotError
+from oneshot.lossparams import BUILTIN_PARAMS
 from oneshot.data.episodes import generator
 from oneshot.checkpoint import load_checkpoint, load_encoder
 from oneshot.checkpoint import restore
