@@ -9,6 +9,7 @@ key before anything is written or trained.
 from __future__ import annotations
 
 import math
+from dataclasses import MISSING, fields
 
 from .augment import KINDS
 from .distances import METRICS
@@ -85,17 +86,24 @@ def _check_image_size(cfg) -> None:
 
 
 def _check_source(cfg) -> None:
-    """A fine-tuning source trained the same encoder on the same images."""
+    """A fine-tuning source trained the same encoder on the same images: one that did not is
+    refused naming each key that differs, with the source's value and this run's."""
     src = cfg.init_from
     if not src:
         return
-    bad = [k for k in SOURCE_MUST_MATCH if src.get(k, getattr(type(cfg), k, None)) != getattr(cfg, k)]
-    if "name" not in src or bad:
-        raise ConfigError(f"init_from: the source run {src.get('name', '?')!r} has "
-                          + ", ".join(f"{k} {src.get(k)!r}" for k in bad) + f", this run has "
-                          + ", ".join(f"{k} {getattr(cfg, k)!r}" for k in bad)
-                          + ": fine-tune only from a run of the same encoder on the same dataset and split"
-                          if bad else "init_from must be a run's config (its identity), with its name")
+    if "name" not in src:
+        raise ConfigError("init_from must be a run's config (its identity), with its name")
+    defaults = {f.name: f.default if f.default is not MISSING else f.default_factory() for f in fields(cfg)}
+    differ = [f"{k} (source {src.get(k, defaults[k])!r}, this run {getattr(cfg, k)!r})"
+              for k in SOURCE_MUST_MATCH if src.get(k, defaults[k]) != getattr(cfg, k)]
+    if differ:
+        raise ConfigError(f"init_from: the source run {src['name']!r} differs in {_listed(differ)}: fine-tune "
+                          f"only from a run with the same {_listed(SOURCE_MUST_MATCH)}")
+
+
+def _listed(items) -> str:
+    """The items in prose: "a", "a and b", "a, b and c"."""
+    return " and ".join(filter(None, [", ".join(items[:-1]), items[-1]]))
 
 
 def _check_milestones(cfg) -> None:
