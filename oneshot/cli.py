@@ -9,10 +9,13 @@ import shlex
 import sys
 from pathlib import Path
 
-from .errors import OneshotError
-from .memory import keep_freed_memory
-from .config import PRECISIONS
 from .data.protocols import PROTOCOLS
+from .distances import METRICS
+from .errors import OneshotError
+from .evaluate import CLASSIFIERS
+from .features import TRANSFORMS
+from .memory import keep_freed_memory
+from .precision import PRECISIONS
 
 
 def _eval(args) -> dict:
@@ -118,8 +121,6 @@ def cmd_train(args) -> None:
     if args.precision:
         cfg = cfg.with_overrides([f"precision={args.precision}"])
     if args.init_from:  # fine-tune the best encoder of a run directory: its config becomes part of this run's
-        import dataclasses
-
         from .config import from_dict
         from .rundir import stored_identity
 
@@ -127,7 +128,7 @@ def cmd_train(args) -> None:
         if source is None or not (Path(args.init_from) / "best.pt").exists():
             raise OneshotError(f"--init-from {args.init_from}: no trained encoder there (no run's config.json "
                                "and best.pt)")
-        cfg = from_dict(dataclasses.asdict(cfg) | {"init_from": source})
+        cfg = from_dict(cfg.to_dict() | {"init_from": source})
     out = args.out or Path("runs") / cfg.name
     run = train(cfg, out, args.data_root, resume=not args.restart, init=args.init_from).record
     print(f"{cfg.name}: best validation accuracy {100 * run['best_val_acc']:.2f} % "
@@ -168,7 +169,6 @@ def cmd_table(args) -> None:
 
 def cmd_benchmark(args) -> None:
     from .study.benchmark import run_benchmark
-
     from .study.options import Options
 
     opts = Options(executor=args.executor, workers=args.workers, cpus=args.cpus, gpus=args.gpus,
@@ -216,9 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--episodes", type=int, default=1000)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--encoder", default="pixels", help="'pixels' or a run directory from 'oneshot train'")
-    e.add_argument("--classifier", default="nearest-support", choices=["nearest-support", "nearest-prototype"])
-    e.add_argument("--distance", default="euclidean", choices=["euclidean", "cosine"])
-    e.add_argument("--transform", default="UN", choices=["UN", "L2N", "CL2N"],
+    e.add_argument("--classifier", default="nearest-support", choices=CLASSIFIERS)
+    # sqeuclidean orders every distance as euclidean does: here it would only repeat euclidean's scores
+    e.add_argument("--distance", default="euclidean", choices=[m for m in METRICS if m != "sqeuclidean"])
+    e.add_argument("--transform", default="UN", choices=TRANSFORMS,
                    help="features before scoring: UN as they are, L2N L2-normalised, CL2N centred on the mean "
                         "feature of the encoder's training split, then L2-normalised (SimpleShot)")
     e.add_argument("--image-size", type=int, default=None, help="resize images (default for pixels: 28 on "

@@ -1,4 +1,7 @@
-"""Training configuration: TOML files in `experiments/`, overridden by `--set key=value`."""
+"""Training configuration: TOML files in `experiments/`, overridden by `--set key=value`.
+
+A `Config` is checked whenever it is made (`oneshot.checks`); a built-in loss's settings are
+filled and checked by `oneshot.lossparams`."""
 
 from __future__ import annotations
 
@@ -9,23 +12,11 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from .checks import check
 from .errors import ConfigError, OneshotError
+from .lossparams import BUILTIN_PARAMS, SHORT_FORM, full_params
 
 
-PRECISIONS = ("fp32", "bf16", "auto")
-# Every loss reads its settings from `loss_params`. A built-in's loss_params hold exactly its
-# settings below, the defaults filled in; a `pml:` or user loss gets its loss_params as given.
-# The one source of the built-ins' defaults: oneshot.losses takes its functions' defaults from here.
-BUILTIN_PARAMS = {
-    "contrastive": {"margin": 0.5, "pos_weight": "balanced", "distance": "euclidean"},
-    "triplet": {"margin": 0.5, "mining": "hard", "distance": "euclidean"},
-    "koch": {},
-    "proto": {"distance": "euclidean"},  # ProtoNet's own is "sqeuclidean"
-    "softmax": {"head": "linear", "scale": 10.0},  # cross-entropy through a head over the training classes
-}
-# The built-ins' settings may also be written at the top level of a config or preset (the form of
-# records before version 3, and of margin grids); `from_dict` folds them into loss_params.
-SHORT_FORM = ("margin", "mining", "pos_weight", "distance")
 # The keys only some losses read, and which; a `pml:` or user loss also reads its miner.
 LOSS_KEYS = {"support_shots", "loss_params", "miner", "miner_params"}
 READ_BY_LOSS = {"contrastive": ("loss_params",), "triplet": ("loss_params",), "koch": ("loss_params",),
@@ -49,9 +40,9 @@ class Config:
     encoder_params: dict = field(default_factory=dict)  # keyword arguments of the encoder
     normalize: bool = True          # L2-normalise embeddings (distances in [0, 2])
     loss: str = "triplet"           # contrastive | triplet | koch | proto | softmax | "pml:<LossClass>" | "package.module:name"
-    # the loss's settings (BUILTIN_PARAMS for a built-in: margin; triplet mining all | hard |
-    # semihard; contrastive pos_weight balanced | mean | active | hard; the distance inside the
-    # loss); a pml: or user loss: its keyword arguments
+    # the loss's settings: a built-in's are those of `lossparams.BUILTIN_PARAMS` (margin, triplet
+    # mining, contrastive pos_weight, the distance inside the loss; their values `LOSS_CHOICES`);
+    # a pml: or user loss: its keyword arguments
     loss_params: dict = field(default_factory=dict)
     miner: str = "none"             # "pml:<MinerClass>" or "package.module:Class" (pml: losses)
     miner_params: dict = field(default_factory=dict)
@@ -90,7 +81,7 @@ class Config:
     channels_last: bool = True
 
     def __post_init__(self):
-        self.loss_params = _loss_params(self.loss, self.loss_params)
+        self.loss_params = full_params(self.loss, self.loss_params)
         check(self)
 
     def to_dict(self) -> dict:
@@ -191,151 +182,6 @@ class Config:
         if self.loss in BUILTIN_PARAMS and out["loss"] not in BUILTIN_PARAMS:  # the built-in's settings go
             out["loss_params"] = {k: v for k, v in out["loss_params"].items() if k in given}
         return from_dict(out)
-
-
-SCHEDULES = ("cosine", "step", "multistep")
-AUGMENTS = ("none", "affine", "natural", "resized-crop")
-OPTIMIZERS = ("adam", "sgd")
-VAL_CLASSIFIERS = ("nearest-support", "nearest-prototype")  # oneshot.evaluate.CLASSIFIERS
-VAL_DISTANCES = ("euclidean", "sqeuclidean", "cosine")
-# key -> (lowest, highest, whether the lowest itself is allowed); None: no bound on that side
-RANGES = {
-    "image_size": (1, None, True), "steps": (1, None, True), "batch_classes": (2, None, True),
-    "batch_shots": (1, None, True), "support_shots": (0, None, True), "batch_size": (0, None, True),
-    "momentum": (0, 1, True), "lr": (0, None, False),
-    "weight_decay": (0, None, True), "lr_decay_every": (1, None, True), "lr_decay": (0, 1, False),
-    "patience": (0, None, True), "seed": (0, None, True), "val_every": (1, None, True),
-    "val_ways": (2, None, True), "val_shots": (1, None, True), "val_queries": (1, None, True),
-    "val_episodes": (1, None, True),
-}
-PAIR_LOSSES = ("contrastive", "triplet", "koch")
-
-
-def _range_text(lo, hi, closed: bool) -> str:
-    low = f"{'>=' if closed else '>'} {lo}"
-    return low if hi is None else f"{low} and <= {hi}"
-
-
-def check(cfg: Config) -> None:
-    """Raise ConfigError naming the key, its value and what is allowed, for a config no run can use."""
-    for key, (lo, hi, closed) in RANGES.items():
-        v = getattr(cfg, key)
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            continue  # wrong types are from_dict's to report
-        ok = math.isfinite(v) and (v >= lo if closed else v > lo) and (hi is None or v <= hi)
-        if not ok:
-            raise ConfigError(f"config key {key!r} = {v!r} is out of range: it must be {_range_text(lo, hi, closed)}")
-    for key, allowed in (("precision", PRECISIONS), ("schedule", SCHEDULES), ("augment", AUGMENTS),
-                         ("optimizer", OPTIMIZERS), ("val_classifier", VAL_CLASSIFIERS),
-                         ("val_distance", VAL_DISTANCES)):
-        if getattr(cfg, key) not in allowed:
-            raise ConfigError(f"config key {key!r} = {getattr(cfg, key)!r}: choose one of {', '.join(allowed)}")
-    _check_milestones(cfg)
-    _check_source(cfg)
-    _check_image_size(cfg)
-    if cfg.batch_size and cfg.loss in (*PAIR_LOSSES, "proto"):
-        raise ConfigError(f"loss {cfg.loss!r} needs P x K batches (classes with several images each): "
-                          f"leave batch_size = 0, got {cfg.batch_size}")
-    snaps = cfg.snapshot_images
-    if not isinstance(snaps, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0
-                                                 for n in snaps):
-        raise ConfigError(f"config key 'snapshot_images' = {snaps!r}: it must be a list of image counts > 0")
-    if cfg.loss in PAIR_LOSSES and cfg.batch_shots < 2:
-        raise ConfigError(f"loss {cfg.loss!r} forms same-class pairs inside a batch: batch_shots must be >= 2, "
-                          f"got {cfg.batch_shots}")
-    if cfg.loss == "proto" and not 1 <= cfg.n_support < cfg.batch_shots:
-        raise ConfigError(f"loss 'proto': a batch of {cfg.batch_shots} images per class with support_shots="
-                          f"{cfg.support_shots} leaves no query; need 1 <= support_shots < batch_shots "
-                          f"(or support_shots = 0 for batch_shots - 1 supports and one query, batch_shots >= 2)")
-
-
-# The smallest input side of each built-in encoder (a user's encoder is checked when it is built,
-# before a run directory is made).
-MIN_IMAGE_SIZE = {"conv4": ("Conv4", 16), "resnet12": ("ResNet12", 16), "koch": ("Koch", 53)}
-
-
-def _check_image_size(cfg: Config) -> None:
-    if cfg.encoder in MIN_IMAGE_SIZE and isinstance(cfg.image_size, int):
-        name, least = MIN_IMAGE_SIZE[cfg.encoder]
-        if cfg.image_size < least:
-            raise ConfigError(f"config key 'image_size' = {cfg.image_size}: encoder {cfg.encoder!r} ({name}) needs "
-                              f"inputs of at least {least}x{least}")
-
-
-SOURCE_MUST_MATCH = ("dataset", "protocol", "train_split", "image_size", "encoder", "encoder_params")
-
-
-def _check_source(cfg: Config) -> None:
-    """A fine-tuning source trained the same encoder on the same images."""
-    src = cfg.init_from
-    if not src:
-        return
-    bad = [k for k in SOURCE_MUST_MATCH if src.get(k, getattr(Config, k, None)) != getattr(cfg, k)]
-    if "name" not in src or bad:
-        raise ConfigError(f"init_from: the source run {src.get('name', '?')!r} has "
-                          + ", ".join(f"{k} {src.get(k)!r}" for k in bad) + f", this run has "
-                          + ", ".join(f"{k} {getattr(cfg, k)!r}" for k in bad)
-                          + ": fine-tune only from a run of the same encoder on the same dataset and split"
-                          if bad else "init_from must be a run's config (its identity), with its name")
-
-
-def _check_milestones(cfg: Config) -> None:
-    """Milestones: steps (ints >= 1) or fractions of the run (0 < f < 1), increasing, within the run."""
-    ms = cfg.milestones
-    ok = isinstance(ms, list) and all(
-        not isinstance(m, bool) and ((isinstance(m, int) and m >= 1) or (isinstance(m, float) and 0 < m < 1))
-        for m in ms)
-    if not ok:
-        raise ConfigError(f"config key 'milestones' = {ms!r}: it must be a list of steps (integers >= 1) or "
-                          "fractions of the run (0 < f < 1)")
-    steps = cfg.milestone_steps
-    if any(b <= a for a, b in zip(steps, steps[1:])):
-        raise ConfigError(f"config key 'milestones' = {ms!r} is out of order: the milestones (in steps: "
-                          f"{steps}) must increase")
-    if steps and steps[-1] >= cfg.steps:
-        raise ConfigError(f"config key 'milestones' = {ms!r} reaches past the run: every milestone must come "
-                          f"before step {cfg.steps} (steps), got {steps[-1]}")
-    if cfg.schedule == "multistep" and not steps:
-        raise ConfigError("schedule 'multistep' needs milestones, e.g. milestones = [0.5, 0.75]")
-
-
-# The values a built-in's string settings may take (`oneshot.losses.PAIR_RULES` / `TRIPLET_RULES`
-# say which miner and reduction each names; `oneshot.distances.METRICS`; `oneshot.losses.SoftmaxLoss`).
-LOSS_CHOICES = {
-    "mining": ("all", "hard", "semihard"),  # triplet: batch-all, batch-hard, semi-hard
-    "pos_weight": ("balanced", "mean", "active", "hard"),  # contrastive: all pairs reduced three ways; hardest pairs
-    "distance": VAL_DISTANCES,
-    "head": ("linear", "cosine"),  # softmax
-}
-
-
-def _loss_params(loss: str, params: dict) -> dict:
-    """A built-in's loss_params in full: its settings, the defaults filled in, a margin a float;
-    the settings only other built-ins read are dropped (never read, never identity), any other
-    key is refused. A `pml:` or user loss's params are returned as they are."""
-    if loss not in BUILTIN_PARAMS or not isinstance(params, dict):
-        return params
-    own = BUILTIN_PARAMS[loss]
-    unknown = sorted(set(params) - set(SHORT_FORM) - {k for b in BUILTIN_PARAMS.values() for k in b})
-    if unknown:
-        raise ConfigError(f"loss {loss!r} takes loss_params {', '.join(own) or '(none)'}, not {', '.join(unknown)}")
-    out = own | {k: v for k, v in params.items() if k in own}
-    if "margin" in out:
-        m = out["margin"]
-        if isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m) or m < 0:
-            raise ConfigError(f"loss_params 'margin' = {m!r} is out of range: it must be a number >= 0")
-        out["margin"] = float(m)
-    for key, allowed in LOSS_CHOICES.items():
-        if key in out and not isinstance(out[key], str):
-            raise ConfigError(f"loss_params {key!r} must be a string, got {out[key]!r}")
-        if key in out and out[key] not in allowed:
-            raise ConfigError(f"loss {loss!r}: loss_params {key!r} = {out[key]!r}: choose one of {', '.join(allowed)}")
-    if "scale" in out:
-        v = out["scale"]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-            raise ConfigError(f"loss_params 'scale' = {v!r} is out of range: it must be a number > 0")
-        out["scale"] = float(v)
-    return out
 
 
 def migrate(d: dict) -> dict:

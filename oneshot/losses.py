@@ -6,10 +6,10 @@ images (the trainer passes the classes' indices in the training split; only whic
 a class matters). The contrastive and triplet losses are three parts: a miner
 (`oneshot.miners`) picks the pairs or triplets of the batch, the loss scores each one it is
 given (`contrastive_terms`, `triplet_terms`), and a reduction (`oneshot.reduce`, the one place
-that turns terms into a scalar) averages them; `PAIR_RULES` and `TRIPLET_RULES` say which miner
-and reduction each setting names. Distances come from `oneshot.distances` (smaller = closer for
+that turns terms into a scalar) averages them; `lossparams.PAIR_RULES` and `TRIPLET_RULES` say
+which miner and reduction each setting names. Distances come from `oneshot.distances` (smaller = closer for
 every metric). A batch with nothing to learn from returns a zero that is still connected to
-`emb` (never NaN). Every default is the built-in's in `oneshot.config.BUILTIN_PARAMS`.
+`emb` (never NaN). Every default is the built-in's in `oneshot.lossparams.BUILTIN_PARAMS`.
 """
 
 from __future__ import annotations
@@ -22,23 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import miners, reduce
-from .config import BUILTIN_PARAMS, LOSS_CHOICES
 from .distances import pairwise
 from .errors import ConfigError
-
-# contrastive `pos_weight` -> (pair miner, reduction of the per-pair terms)
-PAIR_RULES = {
-    "balanced": (miners.all_pairs, reduce.balanced),
-    "mean": (miners.all_pairs, reduce.pooled),
-    "active": (miners.all_pairs, reduce.active),
-    "hard": (miners.hard_pairs, reduce.balanced),
-}
-# triplet `mining` -> (triplet miner, reduction of the per-triplet terms)
-TRIPLET_RULES = {
-    "all": (miners.all_triplets, reduce.nonzero),
-    "hard": (miners.hard_triplets, reduce.mean),
-    "semihard": (miners.semihard_triplets, reduce.mean),
-}
+from .lossparams import BUILTIN_PARAMS, LOSS_CHOICES, PAIR_RULES, TRIPLET_RULES
 
 
 def _rule(rules: dict, key: str, value: str):

@@ -104,6 +104,3 @@ def semihard_triplets(labels: torch.Tensor, d: torch.Tensor) -> Triplets:
     a, p = (pos & neg.any(1, keepdim=True)).nonzero(as_tuple=True)
     return Triplets(a, p, chosen[a, p])
 
-
-PAIR_MINERS = {"all": all_pairs, "hard": hard_pairs}
-TRIPLET_MINERS = {"all": all_triplets, "hard": hard_triplets, "semihard": semihard_triplets}

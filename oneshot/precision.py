@@ -12,8 +12,9 @@ import contextlib
 
 import torch
 
-from .config import PRECISIONS
 from .errors import OneshotError
+
+PRECISIONS = ("fp32", "bf16", "auto")  # what a config or flag may ask for
 
 
 def bf16_supported(device: str) -> bool:

@@ -21,7 +21,7 @@ from .errors import OneshotError, TrainingError
 from .provenance import atomic_write_text
 
 # A row per validation point: the step, its validation accuracy, and the training window that
-# ended there (means over its steps, `train.Window`; grad_norm: of its last step). A mined loss
+# ended there (means over its steps, `progress.Window`; grad_norm: of its last step). A mined loss
 # adds the fraction of its pairs or triplets with a non-zero loss and its mean hardest positive
 # and negative distances; NaN where a loss has none (and in rows written before they were kept).
 CURVE = ["step", "loss", "val_acc", "images_per_s", "lr", "emb_norm", "grad_norm", "active", "hardest_pos",

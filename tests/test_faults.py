@@ -18,7 +18,7 @@ from oneshot.study import lock
 from oneshot.report import plots
 from oneshot import provenance
 from oneshot import checkpoint
-from oneshot import train as train_mod
+from oneshot import step as step_mod
 from oneshot.rundir import RunDir
 from oneshot.cli import main
 from oneshot.config import Config
@@ -38,8 +38,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def counting_steps(monkeypatch) -> list:
     """Count the training steps taken from now on."""
-    steps, real = [], train_mod.batch_loss
-    monkeypatch.setattr(train_mod, "batch_loss", lambda *a: (steps.append(1), real(*a))[1])
+    steps, real = [], step_mod.batch_loss
+    monkeypatch.setattr(step_mod, "batch_loss", lambda *a: (steps.append(1), real(*a))[1])
     return steps
 
 

@@ -73,8 +73,12 @@ def test_a_fine_tune_starts_from_its_source_encoder(small_omniglot, tmp_path):
 
 def test_a_source_of_another_dataset_or_size_is_refused():
     src = from_dict({"name": "s", "dataset": "miniimagenet", "protocol": "ravi", "image_size": 84}).identity()
-    with pytest.raises(ConfigError, match="dataset 'miniimagenet'.*same encoder on the same dataset"):
+    with pytest.raises(ConfigError) as refused:
         from_dict({"init_from": src})
+    assert str(refused.value) == ("init_from: the source run 's' differs in dataset (source 'miniimagenet', this run "
+                                  "'omniglot'), protocol (source 'ravi', this run 'vinyals') and image_size (source "
+                                  "84, this run 28): fine-tune only from a run with the same dataset, protocol, "
+                                  "train_split, image_size, encoder and encoder_params")
 
 
 def test_a_study_fine_tunes_and_scores_every_transform(small_omniglot, tmp_path):
@@ -119,6 +123,9 @@ def test_tables_name_a_fine_tune_and_its_images_and_keep_it_off_the_budget_axis(
 @pytest.mark.parametrize("change, message", [
     ({"init_from": "nowhere"}, "init_from = 'nowhere': no earlier configuration"),
     ({"init_from": 3}, "init_from must name an earlier configuration"),
+    ({"image_size": 32, "encoder": "resnet12"}, "init_from: the source run 'source' differs in image_size (source 28, "
+     "this run 32) and encoder (source 'conv4', this run 'resnet12'): fine-tune only from a run with the same "
+     "dataset, protocol, train_split, image_size, encoder and encoder_params"),
 ])
 def test_a_preset_with_a_bad_source_is_one_line_and_exit_2(small_omniglot, tmp_path, capsys, change, message):
     preset = tiny.write_preset(tmp_path / "p.toml", tiny.study("t", runs=[SOURCE, {**FINETUNE, **change}]))
@@ -143,6 +150,19 @@ def test_oneshot_train_init_from_fine_tunes_the_run_it_names(small_omniglot, tmp
                  "--init-from", str(src_dir), "--out", str(tmp_path / "ft")]) == 0, capsys.readouterr().err
     stored = json.loads((tmp_path / "ft" / "config.json").read_text())
     assert stored["init_from"] == src_cfg.identity()
+
+
+def test_oneshot_train_refuses_a_source_of_other_images_in_one_line_before_anything_is_written(
+        small_omniglot, tmp_path, capsys):
+    _, src_dir = tiny_source(small_omniglot, tmp_path / "src")
+    capsys.readouterr()  # the source's training
+    sets = [x for k, v in tiny.BASE.items() for x in ("--set", f"{k}={v}")]
+    out = tmp_path / "ft"
+    assert main(["train", "--data-root", str(small_omniglot), *sets, "--set", "loss=proto", "--set", "image_size=32",
+                 "--init-from", str(src_dir), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "differs in image_size (source 28, this run 32)" in err
+    assert not out.exists()
 
 
 def test_init_from_a_folder_without_a_run_exits_2(tmp_path, capsys):

@@ -91,7 +91,7 @@ def test_every_committed_record_reads_into_a_config_whose_loss_builds():
 @pytest.mark.parametrize("preset", ["default", "mini-cpu", "zoo", "precision"])
 def test_the_committed_records_finish_every_run_of_their_preset(preset):
     from oneshot.precision import resolve
-    from oneshot.train import resolved
+    from oneshot.step import resolved
 
     if resolve("auto", "cpu") != "bf16":  # the records were made where "auto" is bf16
         pytest.skip("this CPU has no native bf16: precision auto is fp32 here, so the bf16 records do not count")

@@ -1,6 +1,6 @@
 """The miners (which pairs and triplets a loss scores) and the reductions against naive loops,
 and the seams between them, the losses and the config: every setting a config accepts names a
-rule, every default comes from `config.BUILTIN_PARAMS`, and a loss is its miner, its terms and
+rule, every default comes from `lossparams.BUILTIN_PARAMS`, and a loss is its miner, its terms and
 its reduction and nothing else."""
 
 import inspect
@@ -9,10 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from oneshot import config, distances, losses, miners, reduce
+from oneshot import config, distances, losses, lossparams, miners, reduce
 from oneshot.errors import ConfigError
 
 SEEDS = [0, 1, 2]
+TRIPLET_MINERS = (miners.all_triplets, miners.hard_triplets, miners.semihard_triplets)
 
 
 def batch(seed, p=4, k=3, dim=6):
@@ -102,10 +103,10 @@ def test_miners_read_no_gradient_and_return_empty_tensors_when_nothing_is_mined(
     d = distances.pairwise(emb, emb)
     for labels in (torch.arange(5), torch.zeros(5, dtype=torch.long), torch.zeros(1, dtype=torch.long)):
         dd = d[:len(labels), :len(labels)]
-        for mine in (miners.hard_pairs, *miners.TRIPLET_MINERS.values()):
+        for mine in (miners.all_pairs, miners.hard_pairs, *TRIPLET_MINERS):
             mined = mine(labels, dd)
             assert all(not t.requires_grad and t.dtype in (torch.long, torch.bool) for t in mined)
-        for mine in miners.TRIPLET_MINERS.values():
+        for mine in TRIPLET_MINERS:
             assert len(mine(labels, dd).a) == 0
     assert len(miners.hard_pairs(torch.arange(5), d).a) == 5  # negatives only, one per anchor
 
@@ -141,11 +142,11 @@ def test_reductions_of_nothing_are_a_connected_zero():
 def test_each_setting_is_its_miner_its_terms_and_its_reduction(seed, metric):
     emb, labels, _ = batch(seed)
     d = distances.pairwise(emb, emb, metric)
-    for pos_weight, (mine, reduction) in losses.PAIR_RULES.items():
+    for pos_weight, (mine, reduction) in lossparams.PAIR_RULES.items():
         pairs = mine(labels, d)
         assert torch.equal(losses.contrastive(emb, labels, 0.7, metric, pos_weight),
                            reduction(losses.contrastive_terms(d, pairs, 0.7), pairs.same, emb))
-    for mining, (mine, reduction) in losses.TRIPLET_RULES.items():
+    for mining, (mine, reduction) in lossparams.TRIPLET_RULES.items():
         assert torch.equal(losses.triplet(emb, labels, 0.3, metric, mining),
                            reduction(losses.triplet_terms(d, mine(labels, d), 0.3), emb))
     # hard contrastive scores exactly the pairs of batch-hard triplets (every anchor has both here)
@@ -166,10 +167,11 @@ def test_terms_are_the_formulas():
 # ---- one list of choices, one source of defaults ----
 
 def test_every_choice_a_config_accepts_names_a_rule():
-    assert config.LOSS_CHOICES["pos_weight"] == tuple(losses.PAIR_RULES)
-    assert config.LOSS_CHOICES["mining"] == tuple(losses.TRIPLET_RULES) == tuple(miners.TRIPLET_MINERS)
-    assert set(miners.PAIR_MINERS) <= set(miners.TRIPLET_MINERS)
-    assert config.LOSS_CHOICES["distance"] == distances.METRICS
+    choices = lossparams.LOSS_CHOICES
+    assert choices["pos_weight"] == tuple(lossparams.PAIR_RULES)
+    assert choices["mining"] == tuple(lossparams.TRIPLET_RULES)
+    assert choices["distance"] is distances.METRICS
+    assert {mine for mine, _ in lossparams.TRIPLET_RULES.values()} == set(TRIPLET_MINERS)
     assert not hasattr(config, "SOFTMAX_HEADS") and not hasattr(losses, "HEADS")  # one list: LOSS_CHOICES["head"]
 
 
@@ -188,5 +190,5 @@ def test_the_loss_functions_defaults_are_the_builtins():
                            (losses.proto, "proto", {"metric": "distance"}),
                            (losses.SoftmaxLoss, "softmax", {"head": "head", "scale": "scale"})):
         params = inspect.signature(fn).parameters
-        assert {arg: params[arg].default for arg in keys} == {arg: config.BUILTIN_PARAMS[name][key]
-                                                             for arg, key in keys.items()}, name
+        defaults = lossparams.BUILTIN_PARAMS[name]
+        assert {arg: params[arg].default for arg in keys} == {arg: defaults[key] for arg, key in keys.items()}, name

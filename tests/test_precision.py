@@ -9,7 +9,7 @@ from oneshot.data.episodes import generator
 from oneshot.errors import OneshotError
 from oneshot.evaluate import embed_split
 from oneshot.registry import build_model
-from oneshot.train import place, resolved, step_loss
+from oneshot.step import place, resolved, step_loss
 
 
 def test_resolve_follows_the_hardware(monkeypatch):

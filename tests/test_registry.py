@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from oneshot import registry
-from oneshot import train as train_mod
+from oneshot import progress as progress_mod
 from oneshot.cli import main
 from oneshot.config import Config, from_dict, load_config
 from oneshot.encoders import Conv4
@@ -20,7 +20,8 @@ from oneshot.registry import build_encoder, build_loss, import_object
 from oneshot.checkpoint import load_encoder
 from oneshot.checkpoint import restore
 from oneshot.registry import build_model
-from oneshot.train import step_loss, train
+from oneshot.step import step_loss
+from oneshot.train import train
 
 TINY = dict(steps=4, val_every=2, batch_classes=4, batch_shots=4, val_ways=3, val_queries=2,
             val_episodes=10)
@@ -119,8 +120,8 @@ def test_the_trainer_reads_the_registry(small_omniglot, tmp_path, monkeypatch):
 def test_a_loss_that_owns_parameters_is_trained_saved_and_resumed(small_omniglot, tmp_path, monkeypatch):
     cfg = Config(loss="koch", normalize=False, **TINY)
     saved = {}
-    real_save = train_mod.save
-    monkeypatch.setattr(train_mod, "save", lambda path, obj: (saved.__setitem__(path.name, obj), real_save(path, obj)))
+    real_save = progress_mod.save
+    monkeypatch.setattr(progress_mod, "save", lambda path, obj: (saved.__setitem__(path.name, obj), real_save(path, obj)))
     out = train(cfg, tmp_path / "koch", small_omniglot, progress=False).run_dir
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)

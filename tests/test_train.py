@@ -11,11 +11,13 @@ import pytest
 import torch
 
 from oneshot import rundir as rundir_mod
+from oneshot import step as step_mod
 from oneshot import train as train_mod
 from tiny import interrupt_at_step
 from oneshot.cli import main
-from oneshot.config import BUILTIN_PARAMS, Config, from_dict, load_config, migrate
+from oneshot.config import Config, from_dict, load_config, migrate
 from oneshot.errors import OneshotError
+from oneshot.lossparams import BUILTIN_PARAMS
 from oneshot.data.episodes import generator
 from oneshot.checkpoint import load_checkpoint, load_encoder
 from oneshot.checkpoint import restore
@@ -50,8 +52,8 @@ def initial_weights(cfg: Config) -> dict:
 @pytest.mark.parametrize("loss", ["contrastive", "triplet", "koch", "proto"])
 def test_every_loss_trains_moves_the_weights_and_lowers_the_loss(small_omniglot, tmp_path, monkeypatch, loss):
     # every step sees the same batch, so the training loss must fall from one window to the next
-    real = train_mod.sample_batch
-    monkeypatch.setattr(train_mod, "sample_batch", lambda split, p, k, g: real(split, p, k, generator(123)))
+    real = step_mod.sample_batch
+    monkeypatch.setattr(step_mod, "sample_batch", lambda split, p, k, g: real(split, p, k, generator(123)))
     # (Koch's head learns slowly on L2-normalised embeddings, whose differences are tiny)
     cfg = tiny(loss=loss, steps=12, val_every=6, normalize=loss != "koch")
     out = train(cfg, tmp_path / loss, small_omniglot, progress=False).run_dir
@@ -101,7 +103,7 @@ def test_interrupted_run_resumes_to_the_same_model(small_omniglot, tmp_path, mon
 
 
 def test_nan_loss_stops_before_any_checkpoint(small_omniglot, tmp_path, monkeypatch):
-    monkeypatch.setattr(train_mod, "batch_loss", lambda *a: torch.tensor(float("nan"), requires_grad=True))
+    monkeypatch.setattr(step_mod, "batch_loss", lambda *a: torch.tensor(float("nan"), requires_grad=True))
     with pytest.raises(TrainingError, match=r"nan .*step.* 1\b"):
         train(tiny(), tmp_path / "nan", small_omniglot, progress=False)
     assert not (tmp_path / "nan" / "best.pt").exists() and not (tmp_path / "nan" / "last.pt").exists()
@@ -211,10 +213,10 @@ def test_the_prototypical_loss_uses_the_distance_its_config_names():
     emb, labels = torch.randn(16, 8, generator=g), torch.arange(4).repeat_interleave(4)
     for distance in ("euclidean", "sqeuclidean", "cosine"):
         cfg = tiny(loss="proto", distance=distance)
-        got = train_mod.batch_loss(cfg, emb, labels, None)
+        got = step_mod.batch_loss(cfg, emb, labels, None)
         assert torch.equal(got, losses.proto(emb, labels, cfg.batch_shots - 1, distance))
-    assert not torch.equal(train_mod.batch_loss(tiny(loss="proto", distance="euclidean"), emb, labels, None),
-                           train_mod.batch_loss(tiny(loss="proto", distance="sqeuclidean"), emb, labels, None))
+    assert not torch.equal(step_mod.batch_loss(tiny(loss="proto", distance="euclidean"), emb, labels, None),
+                           step_mod.batch_loss(tiny(loss="proto", distance="sqeuclidean"), emb, labels, None))
 
 
 # ---- recipes: episode-shaped proto batches, step decay, early stopping, budget snapshots ----

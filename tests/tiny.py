@@ -21,7 +21,7 @@ from oneshot.config import Config
 from oneshot.data.episodes import generator
 from oneshot.data.split import Split
 from oneshot.registry import build_model
-from oneshot.train import place, resolved, step_loss
+from oneshot.step import place, resolved, step_loss
 
 # A P x K batch of 4 x 4 and 3-way validation episodes: what the tiny Omniglot's 24 training and
 # 4 validation classes allow (the `small_omniglot` fixture); also the config of a tiny `train` call.
@@ -124,10 +124,11 @@ def interrupt_at_step(n: int, cfg: Config, out: Path, root: Path, monkeypatch) -
     would stop (after the checkpoint of the last validation before it)."""
     import pytest
 
+    from oneshot import step as step_mod
     from oneshot import train as train_mod
 
     calls = {"n": 0}
-    real = train_mod.batch_loss
+    real = step_mod.batch_loss
 
     def dies(*a):
         calls["n"] += 1
@@ -136,6 +137,6 @@ def interrupt_at_step(n: int, cfg: Config, out: Path, root: Path, monkeypatch) -
         return real(*a)
 
     with monkeypatch.context() as m:
-        m.setattr(train_mod, "batch_loss", dies)
+        m.setattr(step_mod, "batch_loss", dies)
         with pytest.raises(KeyboardInterrupt):
             train_mod.train(cfg, out, root, progress=False)

@@ -1,6 +1,6 @@
 """Cost of `augment="natural"` in the Conv-4 training step at miniImageNet size (84x84).
 
-The same step as `oneshot.train` (sample a 16x4 batch, normalise, augment, channels-last,
+The same step as `oneshot.step` (sample a 16x4 batch, normalise, augment, channels-last,
 batch-hard triplet loss, Adam) with augmentation "natural" against "none", in one process,
 alternating rounds so that machine load hits both alike; best of 3 rounds each. The source is
 random uint8 images [N, 3, 84, 84] (no dataset needed); `--real` uses miniImageNet's train

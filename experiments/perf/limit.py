@@ -1,6 +1,6 @@
 """How far the Conv-4 training step is from this CPU's limit, at 28 and 84 px.
 
-- step: images/s of `oneshot.train.step_loss` + backward + the optimiser step, in bf16 autocast and
+- step: images/s of `oneshot.step.step_loss` + backward + the optimiser step, in bf16 autocast and
   channels-last (what `precision = "auto"` picks on a CPU with native bf16): at 28x28 a 32x4
   triplet batch (the default study's shape) and at 84x84 SimpleShot's batch of 256 with random
   resized crops (the mini-reproduce preset's first stage), random images as in augment.py;
@@ -30,7 +30,7 @@ from oneshot.memory import keep_freed_memory
 from oneshot.precision import bf16_supported
 from oneshot.optim import optimizer
 from oneshot.registry import build_model
-from oneshot.train import place, resolved, step_loss
+from oneshot.step import place, resolved, step_loss
 
 QUICK = "--quick" in sys.argv or os.environ.get("ONESHOT_PERF_QUICK") == "1"
 STEPS, ROUNDS = (3, 1) if QUICK else (10, 3)

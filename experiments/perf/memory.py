@@ -25,7 +25,7 @@ def child(keep: bool) -> None:
     from oneshot.data.episodes import generator
     from oneshot.memory import keep_freed_memory
     from oneshot.registry import build_model
-    from oneshot.train import place, step_loss
+    from oneshot.step import place, step_loss
 
     if keep:
         keep_freed_memory()

@@ -1,6 +1,6 @@
 """bf16 against fp32 on this machine: oneshot's training step, and one run of the default study.
 
-- step: `oneshot.train.step_loss` + backward + Adam on the model of `build_model`, placed by
+- step: `oneshot.step.step_loss` + backward + Adam on the model of `build_model`, placed by
   `place`, in fp32 and in bf16 (encoder under autocast, loss in fp32), in one process,
   alternating rounds, best of rounds: at 28x28 (Omniglot train, 32x4 batches) and at 84x84
   (16x4 batches, natural augmentation, the mini-cpu preset's shape; random images as in
@@ -32,7 +32,8 @@ from oneshot.memory import keep_freed_memory
 from oneshot.precision import bf16_supported
 from oneshot.study.presets import load_preset
 from oneshot.registry import build_model
-from oneshot.train import place, resolved, train
+from oneshot.step import place, resolved
+from oneshot.train import train
 
 ROUNDS = 5
 QUICK = "--quick" in sys.argv or os.environ.get("ONESHOT_PERF_QUICK") == "1"

@@ -5,8 +5,8 @@ Both train a Conv-4 with batch-hard triplet loss (m = 0.5, L2-normalised embeddi
 alternating rounds so that machine load hits both alike.
 - plain: what one writes first: the textbook [conv, BN, ReLU, max-pool] x 4 in the default
   (NCHW) memory layout, the same batches and loss.
-- oneshot: `oneshot.train.step_loss` on the model of `oneshot.train.build_model`, placed by
-  `oneshot.train.place` (channels-last; each block pools before its ReLU), in fp32 and in the
+- oneshot: `oneshot.step.step_loss` on the model of `oneshot.registry.build_model`, placed by
+  `oneshot.step.place` (channels-last; each block pools before its ReLU), in fp32 and in the
   precision that `precision = "auto"` picks here (bf16 where the CPU has it natively).
 Prints `name: figure` lines.
 """
@@ -26,7 +26,7 @@ from oneshot.data.load import load_split
 from oneshot.data.episodes import generator, sample_batch
 from oneshot.memory import keep_freed_memory
 from oneshot.registry import build_model
-from oneshot.train import place, resolved, step_loss
+from oneshot.step import place, resolved, step_loss
 
 STEPS, ROUNDS = 40, 3
 CFG = Config(loss="triplet", loss_params={"mining": "hard", "margin": 0.5}, batch_classes=32, batch_shots=4, normalize=True)

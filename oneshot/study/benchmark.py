@@ -30,7 +30,7 @@ def _measure_rate(cfg: Config, data_root, steps: int = 6) -> float:
     """Training images/s of this config's encoder on this machine, from a few real steps."""
     from ..data.episodes import generator
     from ..registry import build_model
-    from ..train import place, step_loss
+    from ..step import place, step_loss
 
     split = load_split(cfg.dataset, cfg.protocol, cfg.train_split, data_root, cfg.image_size)
     model, head = build_model(cfg, split.images.shape[1], split.n_classes)  # head: the loss module
@@ -127,7 +127,7 @@ def run_benchmark(preset: str, results: Path, data_root=None, runs_dir: Path = P
     from .executors import execute
     from .options import Options, with_resources, workers
     from ..report.write import write_report
-    from ..train import resolved
+    from ..step import resolved
 
     header, studies = load_preset(preset)
     for dataset in sorted({c.dataset for st in studies for c in st.runs}):

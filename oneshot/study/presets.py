@@ -28,9 +28,10 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from ..config import SHORT_FORM, Config, from_dict
+from ..config import Config, from_dict
 from ..data.protocols import check_protocol, check_scoring
 from ..errors import OneshotError
+from ..lossparams import SHORT_FORM
 from ..scoring import EvalSpec
 from .options import check_resources
 
