@@ -1,0 +1,117 @@
+"""Tuning (`[study.tune]`): every bad table is one line and exit 2 before anything trains; a tiny
+search runs end to end, resumes, gives the same trials for the same seed, and its runs are the
+best trial's values, marked tuned in their records."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import tiny
+from oneshot.cli import main
+from oneshot.study import presets
+from oneshot.study.tunespec import apply
+
+SPACE = {"lr": {"low": 1e-4, "high": 1e-2, "log": True}}
+TUNE = {"trials": 3, "steps": 12, "validations": 3, "startup_trials": 2, "space": SPACE,
+        "runs": {"contrastive-m0.5": {"margin": {"low": 0.1, "high": 1.0}}}}
+
+
+def tuned_study(name: str = "tt", **changes) -> dict:
+    tune = {k: v for k, v in {**TUNE, **changes}.items() if v is not None}
+    return tiny.study(name, base={"steps": 16, "val_every": 8}, tune=tune)
+
+
+def refused(tmp_path, capsys, **changes) -> str:
+    """The one line `oneshot benchmark --dry-run` prints for a preset whose tune table has `changes`."""
+    preset = tiny.write_preset(tmp_path / "t.toml", tuned_study(**changes))
+    code = main(["benchmark", "--preset", preset, "--dry-run", "--results", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "r").exists()
+    return err
+
+
+@pytest.mark.parametrize("changes, says", [
+    ({"tirals": 3}, "unknown key 'tirals'"),
+    ({"space": {"lr": {"low": 1e-4, "hgh": 1e-2}}}, "unknown key hgh"),
+    ({"space": {"lrr": {"low": 1e-4, "high": 1e-2}}}, "lrr: unknown key"),
+    ({"runs": {"proto": {"margin": {"low": 0.1, "high": 1.0}}}}, "does not read 'loss_params.margin'"),
+    ({"space": {"momentum": {"low": 0.5, "high": 0.9}}}, "does not read 'momentum'"),
+    ({"space": {"steps": {"low": 10, "high": 20}}}, "steps is fixed"),
+    ({"space": {"lr": {"low": 1e-2, "high": 1e-4}}}, "is inverted"),
+    ({"space": {"lr": {"low": 1e-3, "high": 1e-3}}}, "is empty"),
+    ({"space": {"weight_decay": {"low": 0, "high": 1e-3, "log": True}}}, "log range must lie above 0"),
+    ({"space": {"augment": {"low": 0, "high": 1}}}, "augment takes str values"),
+    ({"space": {"batch": {"choices": ["4x1", "4x4"]}}}, "batch_shots must be >= 2"),
+    ({"space": {"lr": {"choices": []}}}, "choices must be a non-empty list"),
+    ({"trials": 0}, "trials (per configuration) must be a whole number >= 1"),
+    ({"runs": {"proto": {"trials": 0, "lr": {"low": 1e-4, "high": 1e-3}}}}, "runs.proto.trials"),
+    ({"steps": None}, "give the budget of one trial"),
+    ({"pruner": "mean"}, "pruner = 'mean'"),
+    ({"runs": {"nope": {"lr": {"low": 1e-4, "high": 1e-3}}}}, "runs.nope is not a configuration"),
+])
+def test_a_bad_tune_table_is_one_line_and_exit_2(tmp_path, capsys, changes, says):
+    assert says in refused(tmp_path, capsys, **changes)
+
+
+def test_a_storage_that_does_not_answer_stops_before_any_trial(tmp_path, capsys, small_omniglot):
+    preset = tiny.write_preset(tmp_path / "t.toml", tuned_study())
+    code = main(["benchmark", "--preset", preset, "--results", str(tmp_path / "r"), "--runs", str(tmp_path / "runs"),
+                 "--data-root", str(small_omniglot), "--storage", "postgresql://nobody@127.0.0.1:9/none"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "does not answer" in err, err
+    assert not (tmp_path / "runs").exists() and not list((tmp_path / "r").rglob("*.json"))
+
+
+def test_importing_oneshot_and_reading_a_tuned_preset_needs_no_optuna(tmp_path):
+    preset = tiny.write_preset(tmp_path / "t.toml", tuned_study())
+    code = (f"import sys; from oneshot.study.presets import load_preset; import oneshot.study.benchmark; "
+            f"load_preset({preset!r}); assert 'optuna' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_search_value_goes_where_the_config_reads_it():
+    _, (st,) = presets.load_preset("default")
+    cfg = next(c for c in st.runs if c.loss == "triplet")
+    tuned = apply(cfg, {"margin": 0.3, "lr": 0.002, "batch": "16x8", "augment": "affine"})
+    assert (tuned.loss_params["margin"], tuned.lr, tuned.batch_classes, tuned.batch_shots, tuned.augment) == \
+        (0.3, 0.002, 16, 8, "affine")
+
+
+def _search(tmp_path, root, out: str):
+    preset = tiny.write_preset(tmp_path / "t.toml", tuned_study())
+    results = tmp_path / out / "results"
+    code = main(["benchmark", "--preset", preset, "--results", str(results), "--runs", str(tmp_path / out / "runs"),
+                 "--data-root", str(root)])
+    assert code == 0
+    return results
+
+
+@pytest.mark.slow
+def test_a_tiny_search_runs_resumes_and_repeats(small_omniglot, tmp_path, one_thread, capsys):
+    results = _search(tmp_path, small_omniglot, "a")
+    recs = {p.stem: json.loads(p.read_text()) for p in (results / "records" / "tt" / "tune").glob("*.json")}
+    assert set(recs) == {"contrastive-m0.5", "proto"}
+    for name, rec in recs.items():
+        states = [t["state"] for t in rec["trials"]]
+        assert rec["planned"] == 3 and len(states) == 3 and set(states) <= {"COMPLETE", "PRUNED"}
+        assert all(t["curve"] and 0 <= t["curve"][-1][1] <= 1 for t in rec["trials"])
+        best = max((t for t in rec["trials"] if t["state"] == "COMPLETE"), key=lambda t: t["value"])
+        assert rec["best"]["params"] == best["params"]
+        score = json.loads(next((results / "records" / "tt" / name / "seed0").glob("*.json")).read_text())
+        assert score["train"]["tuned"]["trials"] == 3 and score["train"]["tuned"]["params"] == best["params"]
+        assert score["config"]["lr"] == best["params"]["lr"] and score["config"]["steps"] == 16
+    assert set(recs["contrastive-m0.5"]["best"]["params"]) == {"lr", "margin"}
+    capsys.readouterr()
+    _search(tmp_path, small_omniglot, "a")  # everything found: nothing searched or trained again
+    out = capsys.readouterr().out
+    assert "search tt" not in out and "trained 0 of 2 runs" in out
+    again = _search(tmp_path, small_omniglot, "b")  # the same seed, a new storage: the same trials
+    for name, rec in recs.items():
+        other = json.loads((again / "records" / "tt" / "tune" / f"{name}.json").read_text())
+        assert [(t["params"], t["state"], t["value"]) for t in other["trials"]] == \
+            [(t["params"], t["state"], t["value"]) for t in rec["trials"]]
