@@ -110,8 +110,33 @@ def test_a_tiny_search_runs_resumes_and_repeats(small_omniglot, tmp_path, one_th
     _search(tmp_path, small_omniglot, "a")  # everything found: nothing searched or trained again
     out = capsys.readouterr().out
     assert "search tt" not in out and "trained 0 of 2 runs" in out
+    for f in (results / "tuning").glob("*"):  # the tables need the records only, never the storage
+        f.unlink()
+    assert main(["table", str(results)]) == 0
+    table = (results / "tt" / "tuning-tt.md").read_text()
+    for name, rec in recs.items():
+        states = [t["state"] for t in rec["trials"]]
+        assert (f"| {name} | 3 ({states.count('COMPLETE')} / {states.count('PRUNED')} / 0) | "
+                f"{100 * rec['best']['value']:.2f} |") in table
+    assert (results / "tt" / "tuning-tt.png").is_file()
+    assert "(tuned, 3 trials)" in (results / "tt" / "main-vinyals.md").read_text()
     again = _search(tmp_path, small_omniglot, "b")  # the same seed, a new storage: the same trials
     for name, rec in recs.items():
         other = json.loads((again / "records" / "tt" / "tune" / f"{name}.json").read_text())
         assert [(t["params"], t["state"], t["value"]) for t in other["trials"]] == \
             [(t["params"], t["state"], t["value"]) for t in rec["trials"]]
+
+
+def test_importances_come_from_the_record_alone_and_repeat():
+    from oneshot.report.tuning import best_so_far, importances
+
+    trials = [{"number": i, "state": "COMPLETE" if i != 3 else "PRUNED", "value": 0.5 + 0.3 * (i % 2) + 0.01 * i,
+               "params": {"lr": 10 ** (-4 + i / 5), "batch": ["4x4", "8x2"][i % 2]}} for i in range(10)]
+    rec = {"space": [{"key": "lr", "low": 1e-4, "high": 1e-2, "log": True}, {"key": "batch", "choices": ["4x4", "8x2"]}],
+           "trials": trials}
+    imp = importances(rec)
+    assert set(imp) == {"lr", "batch"} and imp == importances(rec) and abs(sum(imp.values()) - 1) < 1e-6
+    assert importances({**rec, "space": rec["space"][:1]}) is None  # one parameter: nothing to share out
+    best = best_so_far(rec)
+    assert list(best[:3]) == [0.5, 0.81, 0.81] and best[3] == 0.81 and best[-1] == max(t["value"] for t in trials
+                                                                                          if t["state"] == "COMPLETE")

@@ -105,6 +105,7 @@ def _record_row(path: Path) -> dict:
         "budget": r.get("budget_images", cfg["steps"] * (cfg.get("batch_size") or cfg["batch_classes"] * cfg["batch_shots"])),
         "images_seen": tr.get("images_seen", np.nan),
         "reproduces": json.dumps(list(spec.reproduces), sort_keys=True),
+        "tuned": tr.get("tuned", {}).get("trials", 0),  # trials of its configuration's search (0: not tuned)
     }
 
 
@@ -145,7 +146,7 @@ def configurations(df: pd.DataFrame) -> pd.DataFrame:
         first = g.iloc[0]
         rows.append({**dict(zip(SCORE_KEYS, key)), "dataset": first.dataset, "queries": first.queries,
                      "episodes": first.episodes, "family": first.family, "margin": first.margin,
-                     "main": first["main"], "reproduces": first.reproduces, "batch": first.batch,
+                     "main": first["main"], "reproduces": first.reproduces, "batch": first.batch, "tuned": first.tuned,
                      "seed_list": tuple(g.seed), "acc": acc, "mean": c["mean"],
                      "ci95": c["ci95"], "seeds": c["seeds"], "seed_sd": c["seed_sd"],
                      "val_acc": g.val_acc.mean(), "collapsed": int((g.val_acc <= g.pixels_val_acc).sum())})
