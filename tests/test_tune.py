@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -140,3 +141,37 @@ def test_importances_come_from_the_record_alone_and_repeat():
     best = best_so_far(rec)
     assert list(best[:3]) == [0.5, 0.81, 0.81] and best[3] == 0.81 and best[-1] == max(t["value"] for t in trials
                                                                                           if t["state"] == "COMPLETE")
+
+
+def test_the_tuned_preset_gives_every_loss_the_same_search_and_the_defaults_test(capsys):
+    from oneshot.study.searches import plan_searches
+
+    _, (st,) = presets.load_preset("tuned")
+    _, (default,) = presets.load_preset("default")
+    assert [s.trials for s in st.tune.searches] == [16] * 5 and st.tune.images == 128000
+    assert {s.configuration for s in st.tune.searches} == {"contrastive-hard", "triplet-hard", "triplet-semihard",
+                                                           "koch", "proto"}
+    for s in st.tune.searches:
+        assert {"lr", "weight_decay", "batch", "augment"} <= {d.key for d in s.dims}
+    assert st.eval == default.eval and {c.steps for c in st.runs} == {c.steps for c in default.runs}
+    assert sorted({c.seed for c in st.runs}) == [0, 1, 2]
+    hours = plan_searches([st], Path("no-results"), lambda cfg: 1000.0) / 3600
+    assert hours > 1 and "searches: 5 to run" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_ray_workers_take_the_trials_of_a_search_to_its_plan(small_omniglot, tmp_path, monkeypatch):
+    import optuna
+
+    monkeypatch.setenv("PYTHONPATH", tiny.worker_pythonpath(tmp_path / "site"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    preset = tiny.write_preset(tmp_path / "t.toml", tuned_study(runs={"proto": {"trials": 4}}))
+    results = tmp_path / "results"
+    assert main(["benchmark", "--preset", preset, "--results", str(results), "--runs", str(tmp_path / "runs"),
+                 "--data-root", str(small_omniglot), "--executor", "ray", "--workers", "2", "--cpus", "1"]) == 0
+    storage = f"sqlite:///{results / 'tuning' / 'tt.sqlite3'}"
+    for name, planned in (("contrastive-m0.5", 3), ("proto", 4)):
+        rec = json.loads((results / "records" / "tt" / "tune" / f"{name}.json").read_text())
+        trials = optuna.load_study(study_name=rec["optuna_study"], storage=storage).get_trials()
+        assert rec["planned"] == planned == len(trials) and {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}
+        assert list((results / "records" / "tt" / name / "seed0").glob("*.json"))

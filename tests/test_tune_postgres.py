@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 import tiny
-from test_executors import SITECUSTOMIZE
 
 optuna = pytest.importorskip("optuna")
 pytestmark = pytest.mark.slow
@@ -92,11 +91,7 @@ def _running_trial_of(storage: str, pid: int):
 
 
 def test_two_drivers_share_a_postgres_search_and_survive_a_killed_one(postgres, small_omniglot, tmp_path):
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(site), str(Path(__file__).parent.parent), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": tiny.worker_pythonpath(tmp_path / "site")}
     preset = tiny.write_preset(tmp_path / "pg.toml", STUDY)
     out = tmp_path / "out"
     out.mkdir()

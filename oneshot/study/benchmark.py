@@ -149,7 +149,7 @@ def run_benchmark(preset: str, results: Path, data_root=None, runs_dir: Path = P
         stores = {} if dry_run else open_stores(studies, results, executor.storage, executor.heartbeat)
         plan_searches(studies, results, lambda cfg: _rate(rates, cfg, data_root))
         if not dry_run:
-            run_searches(studies, stores, results, runs_dir / header["preset"], data_root, executor.heartbeat)
+            run_searches(studies, stores, results, runs_dir / header["preset"], data_root, executor)
     todo = plan(studies, results, data_root, rates)
     n = workers(executor, len(todo))
     wall = wall_time([t for *_, t in todo], n)

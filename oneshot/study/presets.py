@@ -34,7 +34,7 @@ from ..data.protocols import check_protocol, check_scoring
 from ..errors import OneshotError
 from ..scoring import EvalSpec
 from .options import check_resources
-from .tunespec import TuneSpec, parse_tune
+from .tunespec import TUNE_KEYS, TuneSpec, parse_tune
 
 PRESETS = Path(__file__).resolve().parent.parent / "presets"
 TOP_KEYS = ("description", "extends", "seeds", "resources", "study")
@@ -188,6 +188,8 @@ def _study(s: dict, seeds: list[int], path: Path) -> Study:
     firsts: dict[str, Config] = {}
     for cfg in runs:
         firsts.setdefault(cfg.name, cfg)
+    if "tune" in s:
+        _unknown(s["tune"], TUNE_KEYS, f"{where} [study.tune]")
     tune = parse_tune(s["tune"], firsts, where) if "tune" in s else None
     return Study(s["name"], runs, ev, names, tune)
 

@@ -85,32 +85,81 @@ def open_stores(studies: list[Study], results: Path, storage: str | None, heartb
     return stores
 
 
-def run_searches(studies: list[Study], stores: dict, results: Path, runs_dir: Path, data_root, heartbeat: int) -> None:
-    """Run (or continue) every unfinished search of the studies here, one trial after another, in
-    its study's storage (`open_stores`), write each one's record when it completes, and apply its
+def run_searches(studies: list[Study], stores: dict, results: Path, runs_dir: Path, data_root, opts) -> None:
+    """Run (or continue) every unfinished search of the studies in its study's storage
+    (`open_stores`): here, one trial after another (`--executor local`), or on `opts.executor`'s
+    workers, each taking queued trials; write each one's record when it completes and apply its
     best trial to the study's runs."""
     from . import tune
+    from .executors import execute
+    from .options import workers
 
     pending = [(st, s) for st in studies for s in _untuned(st) if finished_search(results, st, s) is None]
+    jobs = []
     for st, search in pending:
         cfg = _first(st, search.configuration)
-        name = optuna_name(st, cfg, search)
-        study = tune.load(stores[st.name], name, st.tune)
+        study = tune.load(stores[st.name], optuna_name(st, cfg, search), st.tune)
         queued = tune.prepare(study, search.trials, Path(results) / "tuning" / f"{st.name}.lock")
-        print(f"search {name}: {search.trials} trials planned, {queued} queued now", flush=True)
-        ran = tune.work(study, cfg, st.tune, search, runs_dir / st.name / search.configuration / "tune",
-                        data_root, heartbeat)
-        c = tune.counts(study)
-        done = sum(c.get(s, 0) for s in ("COMPLETE", "PRUNED"))
-        if done < search.trials:
-            raise OneshotError(f"search {name}: {done} of {search.trials} trials finished ({c}); trials whose "
-                               "workers died were retried and failed again: run the same command to queue new ones")
-        rec = search_record(study, st, search, name)
-        write(tune_path(results, st.name, search.configuration), rec)
-        print(f"search {name}: done ({ran} trials here; {c.get('COMPLETE', 0)} complete, {c.get('PRUNED', 0)} "
-              f"pruned, {c.get('FAIL', 0)} failed); best validation accuracy {100 * rec['best']['value']:.2f} % "
-              f"with {rec['best']['params']}", flush=True)
-        use_best(st, search, rec)
+        print(f"search {study.study_name}: {search.trials} trials planned, {queued} queued now", flush=True)
+        if opts.executor == "local":
+            import torch
+
+            threads = torch.get_num_threads()
+            torch.set_num_threads(opts.cpus or threads)  # threads per run, as the runs get them
+            try:
+                tune.work(study, cfg, st.tune, search, runs_dir / st.name / search.configuration / "tune",
+                          data_root, opts.heartbeat)
+            finally:
+                torch.set_num_threads(threads)
+        else:
+            jobs += [(st, cfg)] * min(search.trials, workers(opts, search.trials))
+    if jobs:
+        task = worker_task({name: store.url for name, store in stores.items()}, opts.heartbeat)
+        _, _, failed = execute(jobs, opts, results, runs_dir, data_root, progress=False, task=task)
+        for name, reason in failed:
+            print(f"a search worker of {name} failed: {reason}", flush=True)
+    for st, search in pending:
+        _finish(tune, stores[st.name], results, st, search)
+
+
+def worker_task(urls: dict[str, str], heartbeat: int):
+    """The job a Ray task or Slurm array task runs for a search (the executors' `job` arguments):
+    one worker on the search of configuration `cfg.name` of study `st`, in `urls[st.name]`."""
+
+    def search_worker(st, cfg, results, runs_dir, data_root, note: str, threads: int | None) -> str:
+        import torch
+
+        from . import tune
+        from .executors import check_shared
+
+        for folder in (results, runs_dir):
+            check_shared(Path(folder), note)
+        if threads:
+            torch.set_num_threads(threads)
+        search = st.tune.search(cfg.name)
+        study = tune.load(tune.open_storage(urls[st.name], heartbeat), optuna_name(st, cfg, search), st.tune)
+        tune.work(study, cfg, st.tune, search, Path(runs_dir) / st.name / cfg.name / "tune", data_root, heartbeat)
+        return "trained"
+
+    return search_worker
+
+
+def _finish(tune, storage, results: Path, st: Study, search: Search) -> None:
+    """A search whose workers are done: its record written and its best trial applied, or an
+    OneshotError when it has fewer finished trials than planned."""
+    name = optuna_name(st, _first(st, search.configuration), search)
+    study = tune.load(storage, name, st.tune)
+    c = tune.counts(study)
+    done = sum(c.get(s, 0) for s in ("COMPLETE", "PRUNED"))
+    if done < search.trials:
+        raise OneshotError(f"search {name}: {done} of {search.trials} trials finished ({c}); trials whose workers "
+                           "died were retried and failed again: run the same command to queue new ones")
+    rec = search_record(study, st, search, name)
+    write(tune_path(results, st.name, search.configuration), rec)
+    print(f"search {name}: done ({c.get('COMPLETE', 0)} complete, {c.get('PRUNED', 0)} pruned, {c.get('FAIL', 0)} "
+          f"failed); best validation accuracy {100 * rec['best']['value']:.2f} % with {rec['best']['params']}",
+          flush=True)
+    use_best(st, search, rec)
 
 
 def search_record(study, st: Study, search: Search, name: str) -> dict:

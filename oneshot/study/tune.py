@@ -232,3 +232,4 @@ def run_trial(trial: optuna.trial.Trial, cfg: Config, spec: TuneSpec, search: Se
     else:
         trial.set_user_attr("train_s", record["wall_time_s"])
         study.tell(trial, record["best_val_acc"])
+

@@ -226,15 +226,10 @@ def _check_read(cfg: Config, dim: Dim, where: str) -> Dim:
 
 
 def parse_tune(table, configs: dict[str, Config], where: str) -> TuneSpec:
-    """A study's `[study.tune]` checked against its configurations (name -> its first run's
-    config) -> TuneSpec; any bad key or value raises ConfigError naming it."""
+    """A study's `[study.tune]` (a table of TUNE_KEYS: the preset reader checks that) checked against
+    its configurations (name -> its first run's config) -> TuneSpec; any bad value raises
+    ConfigError naming it."""
     where = f"{where} [study.tune]"
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where} must be a table, got {table!r}")
-    extra = sorted(set(table) - set(TUNE_KEYS))
-    if extra:
-        raise ConfigError(f"{where}: unknown key{'s' if len(extra) > 1 else ''} {', '.join(map(repr, extra))}; "
-                          f"known keys: {', '.join(TUNE_KEYS)}")
     trials = _whole(table.get("trials"), 1, f"{where}: trials (per configuration)")
     if ("images" in table) == ("steps" in table):
         raise ConfigError(f"{where}: give the budget of one trial as images = N or steps = N (one of them)")
