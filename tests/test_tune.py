@@ -5,6 +5,7 @@ best trial's values, marked tuned in their records."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 
 import tiny
 from oneshot.cli import main
+from test_executors import slurm_partition  # noqa: F401 - the local Slurm's partition (a fixture)
 from oneshot.study import presets
 from oneshot.study.tunespec import apply
 
@@ -93,7 +95,7 @@ def _search(tmp_path, root, out: str):
 
 
 @pytest.mark.slow
-def test_a_tiny_search_runs_resumes_and_repeats(small_omniglot, tmp_path, one_thread, capsys):
+def test_a_tiny_search_runs_resumes_and_repeats(small_omniglot, tmp_path, one_thread):
     results = _search(tmp_path, small_omniglot, "a")
     recs = {p.stem: json.loads(p.read_text()) for p in (results / "records" / "tt" / "tune").glob("*.json")}
     assert set(recs) == {"contrastive-m0.5", "proto"}
@@ -107,9 +109,12 @@ def test_a_tiny_search_runs_resumes_and_repeats(small_omniglot, tmp_path, one_th
         assert score["train"]["tuned"]["trials"] == 3 and score["train"]["tuned"]["params"] == best["params"]
         assert score["config"]["lr"] == best["params"]["lr"] and score["config"]["steps"] == 16
     assert set(recs["contrastive-m0.5"]["best"]["params"]) == {"lr", "margin"}
-    capsys.readouterr()
-    _search(tmp_path, small_omniglot, "a")  # everything found: nothing searched or trained again
-    out = capsys.readouterr().out
+    # everything found: nothing searched or trained again, and neither Optuna nor the storage is needed
+    argv = ["benchmark", "--preset", str(tmp_path / "t.toml"), "--results", str(results), "--runs",
+            str(tmp_path / "a" / "runs"), "--data-root", str(small_omniglot)]
+    code = f"import sys; sys.modules['optuna'] = None; from oneshot.cli import main; sys.exit(main({argv!r}))"
+    env = {**os.environ, "PYTHONPATH": tiny.worker_pythonpath(tmp_path / "site")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert "search tt" not in out and "trained 0 of 2 runs" in out
     for f in (results / "tuning").glob("*"):  # the tables need the records only, never the storage
         f.unlink()
@@ -159,8 +164,8 @@ def test_the_tuned_preset_gives_every_loss_the_same_search_and_the_defaults_test
     assert hours > 1 and "searches: 5 to run" in capsys.readouterr().out
 
 
-@pytest.mark.slow
-def test_ray_workers_take_the_trials_of_a_search_to_its_plan(small_omniglot, tmp_path, monkeypatch):
+def _search_on_executor(root, tmp_path, monkeypatch, *flags) -> None:
+    """A tiny search (3 and 4 trials) on an executor's workers: each search ends with its plan."""
     import optuna
 
     monkeypatch.setenv("PYTHONPATH", tiny.worker_pythonpath(tmp_path / "site"))
@@ -168,10 +173,62 @@ def test_ray_workers_take_the_trials_of_a_search_to_its_plan(small_omniglot, tmp
     preset = tiny.write_preset(tmp_path / "t.toml", tuned_study(runs={"proto": {"trials": 4}}))
     results = tmp_path / "results"
     assert main(["benchmark", "--preset", preset, "--results", str(results), "--runs", str(tmp_path / "runs"),
-                 "--data-root", str(small_omniglot), "--executor", "ray", "--workers", "2", "--cpus", "1"]) == 0
+                 "--data-root", str(root), "--cpus", "1", *flags]) == 0
     storage = f"sqlite:///{results / 'tuning' / 'tt.sqlite3'}"
     for name, planned in (("contrastive-m0.5", 3), ("proto", 4)):
         rec = json.loads((results / "records" / "tt" / "tune" / f"{name}.json").read_text())
         trials = optuna.load_study(study_name=rec["optuna_study"], storage=storage).get_trials()
         assert rec["planned"] == planned == len(trials) and {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}
         assert list((results / "records" / "tt" / name / "seed0").glob("*.json"))
+
+
+@pytest.mark.slow
+def test_ray_workers_take_the_trials_of_a_search_to_its_plan(small_omniglot, tmp_path, monkeypatch):
+    _search_on_executor(small_omniglot, tmp_path, monkeypatch, "--executor", "ray", "--workers", "2")
+
+
+@pytest.mark.slow
+def test_slurm_workers_take_the_trials_of_a_search_to_its_plan(small_omniglot, slurm_partition, tmp_path,
+                                                                monkeypatch):
+    _search_on_executor(small_omniglot, tmp_path, monkeypatch, "--executor", "slurm", "--slurm-partition",
+                        slurm_partition, "--slurm-time", "10")
+
+
+@pytest.mark.slow
+def test_an_interrupted_search_keeps_its_finished_trials_and_completes_on_rerun(small_omniglot, tmp_path, one_thread,
+                                                                               monkeypatch):
+    import optuna
+
+    from oneshot import train as train_mod
+
+    space = {**SPACE, "weight_decay": {"low": 0, "high": 1e-3}}  # a bound at 0 is kept in the record
+    preset = tiny.write_preset(tmp_path / "t.toml", tuned_study(runs=None, space=space))  # contrastive-m0.5 first
+    argv = ["benchmark", "--preset", preset, "--results", str(tmp_path / "results"), "--runs", str(tmp_path / "runs"),
+            "--data-root", str(small_omniglot)]
+    trials, real = {"n": 0}, train_mod.train
+
+    def second_interrupted(*a, on_validate, **k):  # the second trial is interrupted at its first validation
+        trials["n"] += 1
+
+        def stop(step, acc):
+            on_validate(step, acc)
+            raise KeyboardInterrupt
+
+        return real(*a, on_validate=stop if trials["n"] == 2 else on_validate, **k)
+
+    with monkeypatch.context() as m:
+        m.setattr(train_mod, "train", second_interrupted)
+        assert main(argv) == 130
+    storage = f"sqlite:///{tmp_path / 'results' / 'tuning' / 'tt.sqlite3'}"
+    (name,) = optuna.study.get_all_study_names(storage)  # proto's search has not begun
+    before = optuna.load_study(study_name=name, storage=storage).get_trials()
+    assert [t.state.name for t in before[:2]] == ["COMPLETE", "FAIL"]
+    assert main(argv) == 0
+    rec = json.loads((tmp_path / "results" / "records" / "tt" / "tune" / "contrastive-m0.5.json").read_text())
+    states = [t["state"] for t in rec["trials"]]
+    assert states.count("COMPLETE") + states.count("PRUNED") == 3 and states.count("FAIL") == 1
+    assert (rec["trials"][0]["params"], rec["trials"][0]["value"]) == (before[0].params, before[0].value)
+    assert {"key": "weight_decay", "low": 0.0, "high": 0.001} in rec["space"]
+    from oneshot.report.tuning import importances
+
+    importances(rec)  # computable or not, from the record alone

@@ -73,16 +73,15 @@ def plan_searches(studies: list[Study], results: Path, rate) -> float:
 def open_stores(studies: list[Study], results: Path, storage: str | None, heartbeat: int) -> dict:
     """The storage of every study with a search to run (study name -> RDB storage), opened before
     anything else: a storage that does not answer stops the benchmark before any trial trains."""
+    todo = [st for st in studies if any(finished_search(results, st, s) is None for s in _untuned(st))]
+    if not todo:
+        return {}  # every search has its record: no Optuna, no storage
     try:
         from . import tune
     except ImportError as e:
         raise OneshotError(f"a preset with [study.tune] needs Optuna ({e}): pip install 'oneshot[tune]' "
                            "(or make install)") from None
-    stores = {}
-    for st in studies:
-        if st.name not in stores and any(finished_search(results, st, s) is None for s in _untuned(st)):
-            stores[st.name] = tune.open_storage(storage or tune.default_storage(results, st.name), heartbeat)
-    return stores
+    return {st.name: tune.open_storage(storage or tune.default_storage(results, st.name), heartbeat) for st in todo}
 
 
 def run_searches(studies: list[Study], stores: dict, results: Path, runs_dir: Path, data_root, opts) -> None:
@@ -90,11 +89,13 @@ def run_searches(studies: list[Study], stores: dict, results: Path, runs_dir: Pa
     (`open_stores`): here, one trial after another (`--executor local`), or on `opts.executor`'s
     workers, each taking queued trials; write each one's record when it completes and apply its
     best trial to the study's runs."""
+    pending = [(st, s) for st in studies for s in _untuned(st) if finished_search(results, st, s) is None]
+    if not pending:
+        return
     from . import tune
     from .executors import execute
     from .options import workers
 
-    pending = [(st, s) for st in studies for s in _untuned(st) if finished_search(results, st, s) is None]
     jobs = []
     for st, search in pending:
         cfg = _first(st, search.configuration)
@@ -181,7 +182,8 @@ def search_record(study, st: Study, search: Search, name: str) -> dict:
     best = max(complete, key=lambda t: (t["value"], -t["number"]))
     return {"version": VERSION, "study": st.name, "configuration": search.configuration, "optuna_study": name,
             "planned": search.trials, "spec": st.tune.describe(),
-            "space": [{k: v for k, v in d.__dict__.items() if v not in (None, (), False)} for d in search.dims],
+            "space": [{k: v for k, v in d.__dict__.items() if v is not None and v is not False and v != ()}
+                      for d in search.dims],
             "direction": "maximize", "trials": trials,
             "best": {"number": best["number"], "value": best["value"], "params": best["params"]}}
 
