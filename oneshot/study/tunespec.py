@@ -60,6 +60,7 @@ class Dim:
         return trial.suggest_float(self.key, self.low, self.high, step=self.step, log=self.log)
 
     def corners(self) -> list:
+        """The values a check tries: every choice, or both ends of the range."""
         return list(self.choices) if self.choices else [self.low, self.high]
 
 
@@ -86,6 +87,7 @@ class TuneSpec:
     startup_trials: int = 10
 
     def search(self, configuration: str) -> Search | None:
+        """The search of a configuration (None: the study does not search it)."""
         return next((s for s in self.searches if s.configuration == configuration), None)
 
     def trial_steps(self, cfg: Config) -> int:
