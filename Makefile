@@ -20,7 +20,8 @@ endif
 # Optional extras, installed here for the tests: learn2learn (oneshot[l2l]) and
 # pytorch-metric-learning (oneshot[pml], the `pml:` losses and miners), ray (oneshot[ray]) and
 # submitit (oneshot[slurm]), the `--executor ray|slurm` engines; scikit-learn (oneshot[verification]),
-# the ROC metrics of verification; tensorboard (oneshot[tensorboard]), the runs' TensorBoard events.
+# the ROC metrics of verification; tensorboard (oneshot[tensorboard]), the runs' TensorBoard events;
+# optuna, optuna-dashboard, psycopg and psycopg2 (oneshot[tune]; SQLAlchemy 2.1 reaches postgresql:// through psycopg 3), the tuning searches of `[study.tune]`.
 INSTALL_PINS := "torch==2.14.1" "torchvision==0.29.1" "numpy<2" "pandas>=2,<3"
 
 .PHONY: install test benchmark perf clean-venv
@@ -29,9 +30,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install $(INSTALL_PINS) scipy tqdm pillow matplotlib filelock pytest \
 		"learn2learn==0.2.0" "pytorch-metric-learning==2.9.0" "ray==2.60.0" "submitit==1.5.4" "scikit-learn>=1.3" "tensorboard>=2.16" \
+		"optuna==5.0.0" "optuna-dashboard>=0.21" "psycopg2-binary==2.9.13" "psycopg[binary]==3.3.6" \
 		-C--build-option=build_ext
 	$(PY) -m pip install --no-deps -e .
-	$(PY) -c "import oneshot, torch, learn2learn, pytorch_metric_learning, ray, submitit, sklearn, tensorboard; print('installed oneshot with torch', torch.__version__)"
+	$(PY) -c "import oneshot, torch, learn2learn, pytorch_metric_learning, ray, submitit, sklearn, tensorboard, optuna, optuna_dashboard, psycopg2, psycopg; print('installed oneshot with torch', torch.__version__)"
 	touch $@
 
 install: $(VENV)/.installed

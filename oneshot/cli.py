@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shlex
@@ -171,10 +172,7 @@ def cmd_benchmark(args) -> None:
     from .study.benchmark import run_benchmark
     from .study.options import Options
 
-    opts = Options(executor=args.executor, workers=args.workers, cpus=args.cpus, gpus=args.gpus,
-                   ray_address=args.ray_address, max_retries=args.max_retries,
-                   slurm_partition=args.slurm_partition, slurm_time=args.slurm_time, slurm_gpus=args.slurm_gpus,
-                   slurm_cpus=args.slurm_cpus, slurm_parallelism=args.slurm_parallelism)
+    opts = Options(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Options)})  # flags of the same names
     # what made the tables, for results/README.md: the Makefile names itself, else this command line
     command = os.environ.get("ONESHOT_COMMAND") or "oneshot " + shlex.join(sys.argv[1:] if args.argv is None else args.argv)
     run_benchmark(args.preset, Path(args.results), args.data_root, runs_dir=Path(args.runs),
@@ -271,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--slurm-gpus", type=int, default=0, help="GPUs per run's job")
     x.add_argument("--slurm-cpus", type=int, help="CPUs per run's job (default: --cpus)")
     x.add_argument("--slurm-parallelism", type=int, metavar="K", help="at most K runs of a study at once")
+    b.add_argument("--storage", help="tuning: Optuna's storage URL (default: sqlite:///RESULTS/tuning/STUDY.sqlite3)")
+    b.add_argument("--heartbeat", type=int, default=60, help="tuning: seconds between heartbeats (default 60)")
     b.set_defaults(func=cmd_benchmark)
     return p
 

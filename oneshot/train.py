@@ -80,11 +80,12 @@ class Trained:
 
 
 def train(cfg: Config, out: str | Path, data_root=None, resume: bool = True, progress: bool = True,
-          init: str | Path | None = None) -> Trained:
+          init: str | Path | None = None, on_validate=None) -> Trained:
     """Train `cfg` into run directory `out`; resume from `out/last.pt` when it matches. A run
     found finished is not trained again: its record is read back. A fine-tuning run
     (`cfg.init_from`) starts from the best encoder of the run directory `init`, whose config must
-    be its source's."""
+    be its source's. `on_validate(step, val_acc)`, called at each validation, stops the run
+    there (as patience would) when it returns True."""
     cfg = resolved(cfg)
     source = source_encoder(cfg, init)  # refused before anything is written
     rd = RunDir(out)
@@ -137,6 +138,8 @@ def train(cfg: Config, out: str | Path, data_root=None, resume: bool = True, pro
                 copy_file(rd.best, snapshot_path(rd.path, snap_steps[done]))
             prog.step, prog.elapsed = done, time.perf_counter() - t0
             prog.stopped = cfg.patience > 0 and prog.waited >= cfg.patience
+            if on_validate is not None and on_validate(done, acc):
+                prog.stopped = True
             save_last(rd, model, criterion, stepper, g, batches, prog)
             rd.write_curve(prog.curve)
             bar.set_postfix(loss=f"{mean_loss:.4f}", val=f"{acc:.4f}", img_s=f"{rate:.0f}")

@@ -40,35 +40,10 @@ def write_preset(path: Path, **header) -> str:
     return tiny.write_preset(path, STUDY, description="two runs", **header)
 
 
-# Worker processes (Ray's, Slurm's) import this from $PYTHONPATH: the tiny Omniglot's sizes,
-# patched into `oneshot.data.omniglot` as it is imported (as the `small_omniglot` fixture does here).
-SITECUSTOMIZE = '''
-import importlib.abc, importlib.machinery, sys
-
-class _Tiny(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name != "oneshot.data.omniglot":
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(name, path)
-        run = spec.loader.exec_module
-        def exec_module(module):
-            run(module)
-            module.SETS = {"images_background": (6, 2), "images_evaluation": (4, 2)}
-            module.VINYALS_SPLITS = {"train": 24, "val": 4, "test": 12, "trainval": 28}
-        spec.loader.exec_module = exec_module
-        return spec
-
-sys.meta_path.insert(0, _Tiny())
-'''
-
-
 @pytest.fixture
 def study(small_omniglot, tmp_path, monkeypatch):
     """(preset path, data root); worker processes see the tiny dataset and one thread each."""
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    monkeypatch.setenv("PYTHONPATH", tiny.worker_pythonpath(tmp_path / "site"))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     n = torch.get_num_threads()
     torch.set_num_threads(1)

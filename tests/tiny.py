@@ -12,6 +12,7 @@ are its top-level keys (`seeds = [0, 1]`, `resources = {"cpus": 2}` as a table).
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -97,6 +98,37 @@ def write_preset(path: Path, *studies: dict, **header) -> str:
     """Write `tiny_preset(*studies, **header)` to `path`; returns the path as a string (a preset name)."""
     path.write_text(tiny_preset(*studies, **header))
     return str(path)
+
+
+# Worker processes (Ray's, Slurm's) import this from $PYTHONPATH (`worker_pythonpath`): the tiny Omniglot's sizes,
+# patched into `oneshot.data.omniglot` as it is imported (as the `small_omniglot` fixture does here).
+SITECUSTOMIZE = '''
+import importlib.abc, importlib.machinery, sys
+
+class _Tiny(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "oneshot.data.omniglot":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        run = spec.loader.exec_module
+        def exec_module(module):
+            run(module)
+            module.SETS = {"images_background": (6, 2), "images_evaluation": (4, 2)}
+            module.VINYALS_SPLITS = {"train": 24, "val": 4, "test": 12, "trainval": 28}
+        spec.loader.exec_module = exec_module
+        return spec
+
+sys.meta_path.insert(0, _Tiny())
+'''
+
+
+def worker_pythonpath(folder: Path) -> str:
+    """$PYTHONPATH for worker processes of a test (Ray's, Slurm's, drivers it starts): `folder`
+    made to hold SITECUSTOMIZE, first, then this checkout and the current $PYTHONPATH."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    parts = [str(folder), str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]
+    return os.pathsep.join(p for p in parts if p)
 
 
 def training_step(cfg: Config, split: Split) -> tuple[torch.Tensor, int, bool, bool | None]:

@@ -120,6 +120,7 @@ def _record_row(path: Path) -> dict:
         "augment": cfg.get("augment", "none"),
         "images_seen": tr.get("images_seen", np.nan),
         "reproduces": json.dumps(list(spec.reproduces), sort_keys=True),
+        "tuned": tr.get("tuned", {}).get("trials", 0),  # trials of its configuration's search (0: not tuned)
     }
 
 
@@ -161,7 +162,7 @@ def configurations(df: pd.DataFrame) -> pd.DataFrame:
         rows.append({**dict(zip(SCORE_KEYS, key)), "dataset": first.dataset, "queries": first.queries,
                      "episodes": first.episodes, "family": first.family, "margin": first.margin,
                      "main": first["main"], "reproduces": first.reproduces, "batch": first.batch,
-                     "augment": first.augment,
+                     "augment": first.augment, "tuned": first.tuned,
                      "seed_list": tuple(g.seed), "acc": acc, "mean": c["mean"],
                      "ci95": c["ci95"], "seeds": c["seeds"], "seed_sd": c["seed_sd"],
                      "val_acc": g.val_acc.mean(), "collapsed": int((g.val_acc <= g.pixels_val_acc).sum())})

@@ -121,3 +121,22 @@ def budget_plot(b: pd.DataFrame, title: str, path: Path, published: dict | None 
     fig.suptitle(f"{title}: accuracy against training budget", fontsize=9, y=1.02)
     _savefig(fig, path)
     plt.close(fig)
+
+
+def tuning_plot(lines: list[tuple[str, str, "object"]], study: str, path: Path) -> None:
+    """Best-so-far validation accuracy against trial number, one line per searched configuration:
+    `lines` holds (loss label, configuration, best-so-far values by trial number)."""
+    from matplotlib.ticker import MaxNLocator
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    for i, (label, conf, best) in enumerate(lines):
+        ax.plot(range(len(best)), 100 * best, drawstyle="steps-post", marker="o", ms=3, color=f"C{i % 10}", lw=1.4,
+                label=f"{label} ({conf})")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="trial number", ylabel="best validation accuracy so far %")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, loc="lower right")
+    ax.set_title(f"{study}: equal tuning, best so far", fontsize=9)
+    _savefig(fig, path)
+    plt.close(fig)

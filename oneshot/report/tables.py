@@ -28,7 +28,8 @@ COLLAPSED_NOTE = ("‡ collapsed: the best validation accuracy of at least one s
 
 
 def _marks(row) -> str:
-    return (NO_VAL_MARK if np.isnan(row.val_acc) else "") + (COLLAPSED_MARK if row.collapsed else "")
+    return ((NO_VAL_MARK if np.isnan(row.val_acc) else "") + (COLLAPSED_MARK if row.collapsed else "")
+            + (f" (tuned, {row.tuned} trials)" if row.tuned else ""))
 
 
 def _family_order(families) -> list[str]:
@@ -198,7 +199,8 @@ def study_tables(study: str, runs: pd.DataFrame, sd: pd.DataFrame, folder: Path)
     plain = (runs["transform"] == "UN").all()  # a study without transforms keeps the columns it always had
     one_augment = runs.augment.nunique() == 1  # likewise the augmentation, where every run had the same
     full = runs.drop(columns=["per_episode", "curve", "main", "versions", "reproduces", "budget", "fine_tune"]
-                     + (["transform"] if plain else []) + (["augment"] if one_augment else [])).sort_values(
+                     + (["transform"] if plain else []) + (["augment"] if one_augment else [])
+                     + ([] if runs.tuned.any() else ["tuned"])).sort_values(
         ["protocol", "run", "seed", "ways", "shots", "classifier", "distance"] + ([] if plain else ["transform"]))
     texts[folder / "all-scores.csv"] = full.to_csv(index=False, float_format="%.6f")
     curves_plot(runs, folder / "curves.png")

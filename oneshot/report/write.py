@@ -10,6 +10,7 @@ from .budget import budget_report
 from .frames import configurations, load_records
 from .readme import readme
 from .tables import study_tables
+from .tuning import tuning_report
 from .verification import verification_report
 
 
@@ -26,6 +27,9 @@ def write_report(results: Path, out: Path | None = None) -> list[Path]:
         texts |= t
         plots += p
     t, p = verification_report(results, out)
+    texts |= t
+    plots += p
+    t, p = tuning_report(results, out, {(r.study, r.run): r.family for r in df.itertuples()})
     texts |= t
     plots += p
     t, p, budget_lines = budget_report(results, out, df)

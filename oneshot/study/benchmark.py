@@ -48,21 +48,26 @@ def _measure_rate(cfg: Config, data_root, steps: int = 6) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def plan(studies: list[Study], results: Path, data_root) -> list[tuple[Study, Config, float]]:
-    """Print what will run and an estimate of its time; returns (study, config, est. seconds)."""
+def _rate(rates: dict, cfg: Config, data_root) -> float:
+    """`_measure_rate` once per kind of step (dataset, encoder, batch, device, ...), kept in `rates`."""
+    key = (cfg.dataset, cfg.encoder, cfg.image_size, cfg.batch_images, cfg.device, cfg.precision, cfg.augment)
+    if key not in rates:
+        rates[key] = _measure_rate(cfg, data_root)
+    return rates[key]
+
+
+def plan(studies: list[Study], results: Path, data_root, rates: dict | None = None) -> list[tuple[Study, Config, float]]:
+    """Print what will run and an estimate of its time; returns (study, config, est. seconds).
+    `rates`: training rates measured already (filled in here)."""
     todo, invalid = [], []
-    rates: dict[tuple, float] = {}
+    rates = {} if rates is None else rates
     for st in studies:
         for cfg in st.runs:
             if run_done(results, st, cfg):
                 continue
             invalid += [p for p in record_paths(results, st, cfg) if unreadable_record(p)]
-            key = (cfg.dataset, cfg.encoder, cfg.image_size, cfg.batch_images, cfg.device,
-                   cfg.precision, cfg.augment)
-            if key not in rates:
-                rates[key] = _measure_rate(cfg, data_root)
             images = cfg.steps * cfg.batch_images
-            todo.append((st, cfg, images / rates[key] * 1.1))  # ~10% for validation and testing
+            todo.append((st, cfg, images / _rate(rates, cfg, data_root) * 1.1))  # ~10% for validation and testing
     todo.sort(key=lambda t: t[1].seed)  # seed-major: a sweep stopped early has every configuration at its first seeds
     total = sum(t for *_, t in todo)
     n_all = sum(len(st.runs) for st in studies)
@@ -136,8 +141,16 @@ def run_benchmark(preset: str, results: Path, data_root=None, runs_dir: Path = P
     for st in studies:
         st.runs = [resolved(c.with_overrides(overrides)) for c in st.runs]
     print(f"benchmark preset {header['preset']}: {header.get('description', '')}".rstrip())
-    todo = plan(studies, results, data_root)
     executor = with_resources(executor or Options(), header.get("resources", {}))
+    rates: dict = {}
+    if any(st.tune for st in studies):  # searches first: the runs of a tuned configuration are its best trial's
+        from .searches import open_stores, plan_searches, run_searches
+
+        stores = {} if dry_run else open_stores(studies, results, executor.storage, executor.heartbeat)
+        plan_searches(studies, results, lambda cfg: _rate(rates, cfg, data_root))
+        if not dry_run:
+            run_searches(studies, stores, results, runs_dir / header["preset"], data_root, executor)
+    todo = plan(studies, results, data_root, rates)
     n = workers(executor, len(todo))
     wall = wall_time([t for *_, t in todo], n)
     print(f"executor {executor.executor}: {n} worker{'s' if n > 1 else ''} available, wall time about "

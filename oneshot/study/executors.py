@@ -4,7 +4,7 @@ as one Slurm job array per study through submitit (`slurm`).
 Every executor runs the same job, `runs.run_one`, once per run: it trains (resuming from the
 run's last checkpoint), scores, and writes that run's records atomically. The results and run
 folders must therefore be storage every worker sees; a worker first checks that it sees the
-driver's note in both (`_check_shared`) and fails the run with a clear message otherwise.
+driver's note in both (`check_shared`) and fails the run with a clear message otherwise.
 `execute` returns (runs trained, runs finished meanwhile by others, failed runs with a reason).
 Ray and submitit are optional extras, imported only when their executor is chosen.
 """
@@ -37,7 +37,7 @@ def job(st, cfg, results: Path, runs_dir: Path, data_root, note: str, threads: i
     import torch
 
     for folder in (results, runs_dir):
-        _check_shared(Path(folder), note)
+        check_shared(Path(folder), note)
     if threads:
         torch.set_num_threads(threads)
     while (status := run_one(st, cfg, Path(results), Path(runs_dir), data_root, progress=False)) == "held":
@@ -45,16 +45,18 @@ def job(st, cfg, results: Path, runs_dir: Path, data_root, note: str, threads: i
     return status
 
 
-def _check_shared(folder: Path, note: str) -> None:
+def check_shared(folder: Path, note: str) -> None:
+    """Refuse to work on a folder where this worker does not see the driver's note `note`."""
     if not (folder / NOTE_DIR / note).is_file():
         raise OneshotError(f"{folder} is not the driver's folder as seen from {socket.gethostname()}: the results "
                            "and run folders must be on storage every node sees (e.g. NFS) at the same path")
 
 
 def execute(todo: list, opts: Options, results: Path, runs_dir: Path, data_root,
-            progress: bool, on_run=None) -> tuple[int, int, list[tuple[str, str]]]:
+            progress: bool, on_run=None, task=job) -> tuple[int, int, list[tuple[str, str]]]:
     """Run `todo` ((study, config) pairs) with the chosen executor; `on_run(trained)` is called
-    after every run trained here, with the count so far."""
+    after every run trained here, with the count so far. On Ray and Slurm each pair is one call
+    of `task` (`job`'s arguments; a tuning search gives its worker, `oneshot.study.searches.worker_task`)."""
     if opts.executor == "local":
         import torch
 
@@ -75,7 +77,7 @@ def execute(todo: list, opts: Options, results: Path, runs_dir: Path, data_root,
         p.write_text(f"{socket.gethostname()} {os.getpid()}\n")
     try:
         run = _ray if opts.executor == "ray" else _slurm
-        return run(todo, opts, results, runs_dir, data_root, note, on_run)
+        return run(todo, opts, results, runs_dir, data_root, note, on_run, task)
     finally:
         for p in notes:
             p.unlink(missing_ok=True)
@@ -156,7 +158,7 @@ def _name(st, cfg) -> str:
     return f"{st.name}/{cfg.name} seed {cfg.seed}"
 
 
-def _ray(todo, opts: Options, results, runs_dir, data_root, note, on_run=None):
+def _ray(todo, opts: Options, results, runs_dir, data_root, note, on_run=None, task=job):
     try:
         import ray
     except ImportError:
@@ -168,8 +170,8 @@ def _ray(todo, opts: Options, results, runs_dir, data_root, note, on_run=None):
         with _env(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"):  # seen by the processes ray.init starts only
             ray.init(address="local", num_cpus=n * opts.cpus, include_dashboard=False, logging_level="ERROR")
     try:
-        task = ray.remote(num_cpus=opts.cpus, num_gpus=opts.gpus, max_retries=opts.max_retries)(job)
-        refs = {task.remote(st, cfg, results, runs_dir, data_root, note, opts.cpus): _name(st, cfg)
+        remote = ray.remote(num_cpus=opts.cpus, num_gpus=opts.gpus, max_retries=opts.max_retries)(task)
+        refs = {remote.remote(st, cfg, results, runs_dir, data_root, note, opts.cpus): _name(st, cfg)
                 for st, cfg in todo}
         follow = _Follow(len(refs), on_run)
         pending = list(refs)
@@ -191,7 +193,7 @@ def _ray_reason(e) -> str:
     return str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
 
 
-def _slurm(todo, opts: Options, results, runs_dir, data_root, note, on_run=None):
+def _slurm(todo, opts: Options, results, runs_dir, data_root, note, on_run=None, task=job):
     try:
         import submitit
     except ImportError:
@@ -210,7 +212,7 @@ def _slurm(todo, opts: Options, results, runs_dir, data_root, note, on_run=None)
                              **({"slurm_array_parallelism": opts.slurm_parallelism} if opts.slurm_parallelism
                                 else {}))
         n = len(runs)
-        submitted = ex.map_array(job, [st for st, _ in runs], [c for _, c in runs], [results] * n, [runs_dir] * n,
+        submitted = ex.map_array(task, [st for st, _ in runs], [c for _, c in runs], [results] * n, [runs_dir] * n,
                                  [data_root] * n, [note] * n, [opts.slurm_cpus or opts.cpus] * n)
         jobs += [(j, _name(st, cfg)) for j, (st, cfg) in zip(submitted, runs)]
         print(f"submitted {name}: {n} run{'s' if n > 1 else ''} as Slurm job array {submitted[0].job_id.split('_')[0]}",

@@ -36,6 +36,8 @@ class Options:
     slurm_gpus: int = 0
     slurm_cpus: int | None = None  # default: cpus
     slurm_parallelism: int | None = None
+    storage: str | None = None  # tuning: Optuna's storage URL (default: a SQLite file under the results folder)
+    heartbeat: int = 60  # tuning: seconds between a trial's heartbeats; stale after three missed
 
 
 def with_resources(opts: Options, resources: dict) -> Options:
@@ -45,6 +47,8 @@ def with_resources(opts: Options, resources: dict) -> Options:
     unknown = set(resources) - {"cpus", "gpus"}
     if unknown:
         raise OneshotError(f"[resources] of a preset takes cpus and gpus (per run), not {', '.join(sorted(unknown))}")
+    if opts.heartbeat < 1:
+        raise OneshotError(f"--heartbeat {opts.heartbeat}: seconds between heartbeats must be a whole number >= 1")
     if opts.workers is not None and opts.workers < 1:
         raise OneshotError(f"--workers {opts.workers}: runs at once must be a whole number >= 1")
     cpus = opts.cpus if opts.cpus is not None else resources.get("cpus", None if opts.executor == "local" else 1)

@@ -9,6 +9,7 @@ with one or more `[[study]]` blocks:
     [study.base]                     # config keys shared by every run
     [study.eval]                     # how runs are scored: `oneshot.scoring.EvalSpec` (protocols,
                                      #   settings, episodes, seed, classifiers, distances, transforms, ...)
+    [study.tune]                     # optional: search every configuration first (`oneshot.study.tunespec`)
     [[study.runs]]                   # a configuration: a name and the keys that differ from base
     [[study.runs]]                   # keys given as lists make a grid: every combination, named
     loss = "triplet"                 #   after the loss (or `name`) and the listed values:
@@ -34,10 +35,11 @@ from ..errors import OneshotError
 from ..lossparams import SHORT_FORM
 from ..scoring import EvalSpec
 from .options import check_resources
+from .tunespec import TUNE_KEYS, TuneSpec, parse_tune
 
 PRESETS = Path(__file__).resolve().parent.parent / "presets"
 TOP_KEYS = ("description", "extends", "seeds", "resources", "study")
-STUDY_KEYS = ("name", "from", "base", "eval", "runs", "seeds")
+STUDY_KEYS = ("name", "from", "base", "eval", "runs", "seeds", "tune")
 CONFIG_KEYS = [*(f.name for f in fields(Config)), *SHORT_FORM]  # a config's keys, the built-ins' short form too
 RECIPE_KEYS = ("label", "published", "runs")
 # Config keys whose value is a list: a grid over one of them is a list of lists.
@@ -52,6 +54,8 @@ class Study:
     runs: list[Config]
     eval: EvalSpec
     configurations: list[str] = field(default_factory=list)  # names, in the preset's order
+    tune: TuneSpec | None = None  # `[study.tune]`: every configuration searched first (`oneshot.study.tune`)
+    tuned: dict = field(default_factory=dict)  # configuration -> what its search found, for its runs' records
 
 
 def _find(preset: str) -> Path:
@@ -182,7 +186,13 @@ def _study(s: dict, seeds: list[int], path: Path) -> Study:
                 check_scoring(cfg.dataset, cfg.protocol, protocol)
         except OneshotError as e:
             raise OneshotError(f"{path}: study {s['name']!r}, run {cfg.name!r}: {e}") from None
-    return Study(s["name"], runs, ev, names)
+    firsts: dict[str, Config] = {}
+    for cfg in runs:
+        firsts.setdefault(cfg.name, cfg)
+    if "tune" in s:
+        _unknown(s["tune"], TUNE_KEYS, f"{where} [study.tune]")
+    tune = parse_tune(s["tune"], firsts, where) if "tune" in s else None
+    return Study(s["name"], runs, ev, names, tune)
 
 
 def _source(keys: dict, seed: int, earlier: list[Config]) -> dict:

@@ -5,6 +5,7 @@ A run (one configuration and seed of a study) writes under `results/records/<stu
   setting, the config, the training record and provenance (`score_record`);
 - `budget/<N>/<...>.json`: the same for its best checkpoint at N training images (snapshots);
 - `verification/<protocol>.json`: its verification scores.
+A tuned study's search of a configuration writes `results/records/<study>/tune/<configuration>.json`.
 `results/records/benchmark-<preset>.json` says how a preset was last run. Records are written
 atomically; readers find them with the glob patterns below.
 
@@ -32,6 +33,7 @@ SCORES = "*/*/seed*/*.json"
 BUDGETS = "*/*/seed*/budget/*/*.json"
 VERIFICATION = "*/*/seed*/verification/*.json"
 BENCHMARKS = "benchmark-*.json"
+TUNES = "*/tune/*.json"
 
 
 def benchmark_path(results: Path, preset: str) -> Path:
@@ -59,6 +61,11 @@ def record_path(results: Path, study: str, cfg: Config, protocol: str, ways: int
 
 def _suffix(transform: str) -> str:
     return "" if transform == "UN" else f"-{transform}"
+
+
+def tune_path(results: Path, study: str, configuration: str) -> Path:
+    """Where the trials of a configuration's completed search are kept (`oneshot.study.searches`)."""
+    return Path(results) / "records" / study / "tune" / f"{configuration}.json"
 
 
 def verification_path(results: Path, study: str, cfg: Config, protocol: str) -> Path:

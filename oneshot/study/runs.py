@@ -101,5 +101,6 @@ def run_one(st: Study, cfg: Config, results: Path, runs_dir: Path, data_root=Non
         source = source_of(st, cfg)
         trained = train(cfg, run_dir, data_root, progress=progress,
                         init=run_path(runs_dir, st, source) if source is not None else None)
-        evaluate_run(st, cfg, run_dir, results, data_root, trained.record)
+        tuned = {"tuned": st.tuned[cfg.name]} if cfg.name in st.tuned else {}  # its search, for the tables
+        evaluate_run(st, cfg, run_dir, results, data_root, trained.record | tuned)
     return "trained"

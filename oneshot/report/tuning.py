@@ -1,0 +1,146 @@
+"""The tuning report of a tuned study, from its searches' records alone
+(`records/<study>/tune/<configuration>.json`, written by `oneshot.study.searches`; no storage):
+`tuning-<study>.md` (per configuration the best validation accuracy, its values and the trials
+complete / pruned / failed; Optuna's parameter importances where they can be computed) and
+`tuning-<study>.png` (best-so-far validation accuracy against trial number, one line per loss).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import OneshotError
+from ..study import records
+from .frames import family_name
+from .render import markdown
+
+
+def load_searches(results: Path) -> dict[str, list[dict]]:
+    """Every search record of `results`, by study (sorted by configuration); unreadable ones are
+    an OneshotError naming them."""
+    out: dict[str, list[dict]] = {}
+    bad = []
+    for path in records.files(results, records.TUNES):
+        try:
+            rec = json.loads(path.read_text())
+            out.setdefault(rec["study"], []).append(rec)
+        except (OSError, ValueError, KeyError, TypeError):
+            bad.append(path)
+    if bad:
+        raise OneshotError(f"{len(bad)} unreadable search record{'s' if len(bad) > 1 else ''} (cut short or corrupt):"
+                           + "".join(f"\n  {p}" for p in bad))
+    return {s: sorted(recs, key=lambda r: r["configuration"]) for s, recs in sorted(out.items())}
+
+
+def _value(v) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def _space(dim: dict) -> str:
+    if "choices" in dim:
+        return "{" + ", ".join(map(str, dim["choices"])) + "}"
+    return f"[{_value(dim['low'])}, {_value(dim['high'])}]" + (" log" if dim.get("log") else "") + (
+        f" step {_value(dim['step'])}" if dim.get("step") else "")
+
+
+def _loss(rec: dict, families: dict) -> str:
+    fam = families.get(rec["configuration"])
+    return family_name(fam) if fam is not None else rec["configuration"]
+
+
+def importances(rec: dict) -> dict[str, float] | None:
+    """Optuna's parameter importances (its default evaluator) over the complete trials of a
+    search, rebuilt in memory from its record; None where they cannot be computed (one
+    parameter, too few complete trials, or Optuna missing)."""
+    try:
+        import optuna
+    except ImportError:
+        return None
+    complete = [t for t in rec["trials"] if t["state"] == "COMPLETE"]
+    if len(rec["space"]) < 2 or len(complete) < 3:
+        return None
+    dists = {}
+    for d in rec["space"]:
+        if "choices" in d:
+            dists[d["key"]] = optuna.distributions.CategoricalDistribution(d["choices"])
+        elif isinstance(d["low"], int):
+            dists[d["key"]] = optuna.distributions.IntDistribution(d["low"], d["high"], log=d.get("log", False),
+                                                                   step=d.get("step") or 1)
+        else:
+            dists[d["key"]] = optuna.distributions.FloatDistribution(d["low"], d["high"], log=d.get("log", False),
+                                                                     step=d.get("step"))
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(direction="maximize")
+    for t in complete:
+        study.add_trial(optuna.trial.create_trial(params=t["params"], distributions=dists, value=t["value"]))
+    try:
+        return dict(optuna.importance.get_param_importances(study))
+    except (RuntimeError, ValueError):
+        return None
+
+
+def search_table(recs: list[dict], families: dict) -> pd.DataFrame:
+    """One row per searched configuration: its trials by state, the best validation accuracy and its values."""
+    rows = []
+    for r in recs:
+        states = [t["state"] for t in r["trials"]]
+        best = r["best"]
+        rows.append({"Loss": _loss(r, families), "Configuration": r["configuration"],
+                     "Trials (complete / pruned / failed)": f"{r['planned']} ({states.count('COMPLETE')} / "
+                                                            f"{states.count('PRUNED')} / {states.count('FAIL')})",
+                     "Best val acc %": f"{100 * best['value']:.2f}", "Best trial": best["number"],
+                     "Its values": ", ".join(f"{k} {_value(v)}" for k, v in best["params"].items()),
+                     "Searched": ", ".join(f"{d['key']} {_space(d)}" for d in r["space"])})
+    return pd.DataFrame(rows)
+
+
+def _importance_table(recs: list[dict]) -> pd.DataFrame:
+    rows = []
+    for r in recs:
+        imp = importances(r)
+        text = ", ".join(f"{k} {v:.2f}" for k, v in imp.items()) if imp else "not computable (one parameter or " \
+            "fewer than 3 complete trials)"
+        rows.append({"Configuration": r["configuration"], "Importance (share of the variance explained)": text})
+    return pd.DataFrame(rows)
+
+
+def best_so_far(rec: dict) -> np.ndarray:
+    """The best validation accuracy of the complete trials up to each trial number (NaN before the first)."""
+    out, best = [], np.nan
+    for t in sorted(rec["trials"], key=lambda t: t["number"]):
+        if t["state"] == "COMPLETE" and not (t["value"] <= best):
+            best = t["value"]
+        out.append(best)
+    return np.asarray(out, dtype=float)
+
+
+def tuning_report(results: Path, out: Path, families: dict[tuple, str]) -> tuple[dict[Path, str], list[Path]]:
+    """The tuning table and plot of every tuned study of `results`, into `out/<study>/`;
+    `families`: (study, configuration) -> its loss family (`frames.family`), for the loss names."""
+    from .plots import tuning_plot
+
+    texts: dict[Path, str] = {}
+    plots: list[Path] = []
+    for study, recs in load_searches(results).items():
+        names = {r["configuration"]: families.get((study, r["configuration"])) for r in recs}
+        spec = recs[0]["spec"]
+        budget = f"{spec['images']} training images" if spec.get("images") else f"{spec['steps']} steps"
+        head = (f"# {study}: equal tuning, per configuration (validation only, never test)\n\n"
+                f"Optuna, TPE sampler (seed {spec['sampler_seed']}, {spec['startup_trials']} random trials first), "
+                f"{spec['pruner']} pruner on {spec['validations']} validation points; one trial = {budget}"
+                + (f", scored on {spec['val_episodes']} validation episodes" if spec.get("val_episodes") else "")
+                + ". A trial's value is its best validation accuracy; the best complete trial is retrained with "
+                "the study's seeds and budget and scored on test in the main table.\n\n")
+        imp = _importance_table(recs)
+        texts[out / study / f"tuning-{study}.md"] = (head + markdown(search_table(recs, names))
+                                                     + "\n## Parameter importances (Optuna, complete trials)\n\n"
+                                                     + markdown(imp))
+        path = out / study / f"tuning-{study}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tuning_plot([(_loss(r, names), r["configuration"], best_so_far(r)) for r in recs], study, path)
+        plots.append(path)
+    return texts, plots
