@@ -160,6 +160,7 @@ def test_the_tuned_preset_gives_every_loss_the_same_search_and_the_defaults_test
         assert {"lr", "weight_decay", "batch", "augment"} <= {d.key for d in s.dims}
     assert st.eval == default.eval and {c.steps for c in st.runs} == {c.steps for c in default.runs}
     assert sorted({c.seed for c in st.runs}) == [0, 1, 2]
+    assert st.base == "omniglot-cpu" and default.base is None  # the study its tuned runs are paired against
     hours = plan_searches([st], Path("no-results"), lambda cfg: 1000.0) / 3600
     assert hours > 1 and "searches: 5 to run" in capsys.readouterr().out
 

@@ -18,7 +18,8 @@ with one or more `[[study]]` blocks:
 
 `extends = "default"` starts from another preset: each study names the study it copies
 (`from`, default its own name) and overrides keys of its `base` and `eval`; its runs are
-inherited unless the study lists its own. `seeds` may be set on the preset, a study or a run,
+inherited unless the study lists its own. A tuned study copied from another one is paired
+against it in the tables (`oneshot.report.tuning`). `seeds` may be set on the preset, a study or a run,
 the nearest winning.
 """
 
@@ -56,6 +57,7 @@ class Study:
     configurations: list[str] = field(default_factory=list)  # names, in the preset's order
     tune: TuneSpec | None = None  # `[study.tune]`: every configuration searched first (`oneshot.study.tune`)
     tuned: dict = field(default_factory=dict)  # configuration -> what its search found, for its runs' records
+    base: str | None = None  # the study of the extended preset it copies (`from`), where that is another study
 
 
 def _find(preset: str) -> Path:
@@ -86,6 +88,7 @@ def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict:
                                f"{doc['extends']!r} does not have ({', '.join(by_name)})")
         p = by_name[src]
         merged = {**p, **{k: v for k, v in s.items() if k not in ("base", "eval", "from")}}
+        merged["from"] = src
         merged["base"] = {**p.get("base", {}), **s.get("base", {})}
         merged["eval"] = {**p.get("eval", {}), **s.get("eval", {})}
         if "runs" in s:
@@ -192,7 +195,8 @@ def _study(s: dict, seeds: list[int], path: Path) -> Study:
     if "tune" in s:
         _unknown(s["tune"], TUNE_KEYS, f"{where} [study.tune]")
     tune = parse_tune(s["tune"], firsts, where) if "tune" in s else None
-    return Study(s["name"], runs, ev, names, tune)
+    base = s["from"] if s.get("from", s["name"]) != s["name"] else None
+    return Study(s["name"], runs, ev, names, tune, base=base)
 
 
 def _source(keys: dict, seed: int, earlier: list[Config]) -> dict:

@@ -198,3 +198,5 @@ def use_best(st: Study, search: Search, rec: dict) -> None:
         "trials": rec["planned"], "complete": states.count("COMPLETE"), "pruned": states.count("PRUNED"),
         "failed": states.count("FAIL"), "params": params, "best_trial": rec["best"]["number"],
         "best_val_acc": rec["best"]["value"], "optuna_study": rec["optuna_study"]}
+    if st.base:  # the study of the same losses untuned: the tables pair the tuned runs against it
+        st.tuned[search.configuration]["base_study"] = st.base
