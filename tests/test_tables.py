@@ -279,3 +279,49 @@ def test_the_results_readme_says_how_a_benchmark_was_executed():
             "--cpus=1"]
     assert _how(argv) == ["--executor", "ray", "--workers", "2", "--cpus=1"]
     assert _how(["cli.py", "benchmark", "--preset", "default"]) == []
+
+
+def test_a_tuned_study_is_paired_against_the_same_loss_untuned_and_the_base_best(results):
+    """A tuned study copied from `grid`: each tuned loss against grid's configuration of that loss
+    best on validation (trip-m0.5, though trip-m0.2 is better on test) and against grid's best,
+    the differences and Holm p-values computed here; other test episodes are not paired."""
+    root, accs = results
+    tuned = {"trip": (dict(loss="triplet", mining="hard", margin=0.3), 0.96, 0.012),
+             "proto": (dict(loss="proto", distance="sqeuclidean"), 0.94, -0.004)}
+    mine = {}
+    for run, (keys, val_acc, shift) in tuned.items():
+        base_run = {"trip": "trip-m0.5", "proto": "proto"}[run]
+        for ways, shots, queries in SETTINGS:
+            acc = accs[(base_run, ways, shots)] + shift + np.random.default_rng([ways, shots, len(run)]).normal(
+                0, 0.01, EPISODES)
+            mine[(run, ways, shots)] = acc
+            rec = make_record(run, keys, val_acc, ways, shots, queries, acc)
+            rec["study"] = "grid-tuned"
+            rec["train"]["tuned"] = {"trials": 4, "params": {"lr": 0.001}, "base_study": STUDY}
+            if (run, ways) == ("proto", 20):
+                rec["episode_seed"] = 7
+            path = records.record_path(root, "grid-tuned", from_dict({"name": run, **keys}), PROTOCOL, ways, shots,
+                                       "nearest-support", "euclidean")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(rec) + "\n")
+    write_report(root)
+    text = (root / "grid-tuned" / f"tuned-vs-{STUDY}-{PROTOCOL}.md").read_text()
+    rows = {tuple(c.strip() for c in line.strip("|").split("|")[:3]): [c.strip() for c in line.strip("|").split("|")]
+            for line in text.splitlines() if line.startswith("| ") and "Setting" not in line}
+    for ways, shots, _ in SETTINGS:
+        setting = f"{ways}w{shots}s"
+        pairs = [(run, {"trip": "trip-m0.5", "proto": "proto"}[run]) for run in tuned
+                 if (run, ways) != ("proto", 20)]
+        p_own = [stats.ttest_rel(mine[(r, ways, shots)], accs[(u, ways, shots)]).pvalue for r, u in pairs]
+        p_best = [stats.ttest_rel(mine[(r, ways, shots)], accs[("trip-m0.5", ways, shots)]).pvalue for r, _ in pairs]
+        for (run, untuned), adj_own, adj_best in zip(pairs, holm_reference(p_own), holm_reference(p_best)):
+            name = frames.family_name(frames.family(from_dict({"name": run, **tuned[run][0]}).to_dict()))
+            row = rows[(setting, name, untuned)]
+            diff = 100 * np.mean(mine[(run, ways, shots)] - accs[(untuned, ways, shots)])
+            assert number(row[5]) == pytest.approx(diff, abs=0.005)
+            assert f"p Holm {adj_own:.2g})" in row[5] and f"p Holm {adj_best:.2g})" in row[6]
+            assert row[3] == f"{100 * RUNS[untuned][1]:.2f} → {100 * tuned[run][1]:.2f}"
+        if ways == 20:
+            row = rows[(setting, "Prototypical", "proto")]
+            assert row[5].startswith("– (no matched seeds") and row[6].startswith("– (no matched seeds")
+    assert "base's best" in text and "trip-m0.5 (the base's best)" in text

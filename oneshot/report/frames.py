@@ -121,6 +121,8 @@ def _record_row(path: Path) -> dict:
         "images_seen": tr.get("images_seen", np.nan),
         "reproduces": json.dumps(list(spec.reproduces), sort_keys=True),
         "tuned": tr.get("tuned", {}).get("trials", 0),  # trials of its configuration's search (0: not tuned)
+        "base_study": tr.get("tuned", {}).get("base_study"),  # the untuned study a tuned run is paired against
+        "episode_seed": r["episode_seed"],
     }
 
 
@@ -162,7 +164,8 @@ def configurations(df: pd.DataFrame) -> pd.DataFrame:
         rows.append({**dict(zip(SCORE_KEYS, key)), "dataset": first.dataset, "queries": first.queries,
                      "episodes": first.episodes, "family": first.family, "margin": first.margin,
                      "main": first["main"], "reproduces": first.reproduces, "batch": first.batch,
-                     "augment": first.augment, "tuned": first.tuned,
+                     "augment": first.augment, "tuned": first.tuned, "base_study": first.base_study,
+                     "episode_seed": first.episode_seed,
                      "seed_list": tuple(g.seed), "acc": acc, "mean": c["mean"],
                      "ci95": c["ci95"], "seeds": c["seeds"], "seed_sd": c["seed_sd"],
                      "val_acc": g.val_acc.mean(), "collapsed": int((g.val_acc <= g.pixels_val_acc).sum())})

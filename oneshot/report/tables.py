@@ -37,7 +37,7 @@ def _family_order(families) -> list[str]:
     return known + sorted(set(families) - set(known))
 
 
-def _best_runs(d: pd.DataFrame) -> pd.DataFrame:
+def best_runs(d: pd.DataFrame) -> pd.DataFrame:
     """Per loss family, the configuration with the best validation accuracy (seed mean; margins
     chosen on validation, not test). A family none of whose configurations was validated
     (val_split = "none") cannot be chosen without looking at test: all of them are kept."""
@@ -57,7 +57,7 @@ def main_table(df: pd.DataFrame, protocol: str) -> tuple[pd.DataFrame, set]:
     setting_cols = sorted({(w, s) for w, s in zip(d.ways, d.shots)})
     recs = recipes(d)
     in_recipes = {run for r in recs for run in r["runs"].values()}
-    best = _best_runs(d[~d.run.isin(in_recipes)])
+    best = best_runs(d[~d.run.isin(in_recipes)])
     # our rows: (label, margin, batch, {setting: the run scored there})
     ours = [(family_name(b.family) + _marks(b), "–" if np.isnan(b.margin) else f"{b.margin:g}", b.batch,
              {c: b.run for c in setting_cols}) for b in best.itertuples()]
@@ -198,7 +198,8 @@ def study_tables(study: str, runs: pd.DataFrame, sd: pd.DataFrame, folder: Path)
                 "episodes variance; Holm correction over the rows of each setting.\n\n" + markdown(pt))
     plain = (runs["transform"] == "UN").all()  # a study without transforms keeps the columns it always had
     one_augment = runs.augment.nunique() == 1  # likewise the augmentation, where every run had the same
-    full = runs.drop(columns=["per_episode", "curve", "main", "versions", "reproduces", "budget", "fine_tune"]
+    full = runs.drop(columns=["per_episode", "curve", "main", "versions", "reproduces", "budget", "fine_tune",
+                              "base_study", "episode_seed"]
                      + (["transform"] if plain else []) + (["augment"] if one_augment else [])
                      + ([] if runs.tuned.any() else ["tuned"])).sort_values(
         ["protocol", "run", "seed", "ways", "shots", "classifier", "distance"] + ([] if plain else ["transform"]))

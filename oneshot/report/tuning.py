@@ -2,7 +2,10 @@
 (`records/<study>/tune/<configuration>.json`, written by `oneshot.study.searches`; no storage):
 `tuning-<study>.md` (per configuration the best validation accuracy, its values and the trials
 complete / pruned / failed; Optuna's parameter importances where they can be computed) and
-`tuning-<study>.png` (best-so-far validation accuracy against trial number, one line per loss).
+`tuning-<study>.png` (best-so-far validation accuracy against trial number, one line per loss);
+and, for a tuned study copied from another (`from`), `tuned-vs-<base>-<protocol>.md`: each tuned
+loss against the same loss untuned and against the base study's best, on matched seeds and the
+same test episodes (`tuned_vs_base`).
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ import numpy as np
 import pandas as pd
 
 from ..errors import OneshotError
+from ..stats import holm, paired_crossed
 from ..study import records
-from .frames import family_name
-from .render import markdown
+from .frames import _col, _main_view, family_name, scoring_text
+from .render import METHOD, cell, markdown
+from .tables import best_runs, reference
 
 
 def load_searches(results: Path) -> dict[str, list[dict]]:
@@ -144,3 +149,80 @@ def tuning_report(results: Path, out: Path, families: dict[tuple, str]) -> tuple
         tuning_plot([(_loss(r, names), r["configuration"], best_so_far(r)) for r in recs], study, path)
         plots.append(path)
     return texts, plots
+
+
+def _paired(a, b) -> dict | None:
+    """`a` - `b` (configurations' rows) on their common seeds; None without one, or when they were
+    not scored on the same test episodes."""
+    if (a.episodes, a.queries, a.episode_seed) != (b.episodes, b.queries, b.episode_seed):
+        return None
+    seeds = sorted(set(a.seed_list) & set(b.seed_list))
+    if not seeds:
+        return None
+    return paired_crossed(a.acc[[a.seed_list.index(k) for k in seeds]], b.acc[[b.seed_list.index(k) for k in seeds]])
+
+
+def _holm_column(rows: list[dict], key: str) -> None:
+    """Holm over a setting's rows of one comparison: its `key` holds the pairing (or None)."""
+    done = [r for r in rows if r[key] is not None]
+    for r, adj in zip(done, holm([r[key]["p"] for r in done])):
+        r[key] = f"{cell(r[key]['diff'], r[key]['diff_ci95'])} (p Holm {adj:.2g})"
+    for r in rows:
+        r[key] = r[key] if isinstance(r[key], str) else "– (no matched seeds on the same episodes)"
+
+
+def against_base(tuned: pd.DataFrame, base: pd.DataFrame, protocol: str) -> pd.DataFrame:
+    """Per setting and tuned loss of a tuned study (`tuned`: its `configurations` rows): the same
+    loss untuned (the base study's configuration of that loss best on validation) and the base's
+    best on validation, each paired with the tuned runs (tuned - other, matched seeds, same
+    episodes; Holm over the setting's rows per comparison)."""
+    t = _main_view(tuned, protocol)
+    clf, dist, tf = t["main"].iloc[0]
+    b = base[(base.protocol == protocol) & (base.classifier == clf) & (base.distance == dist)
+             & (base["transform"] == tf)]
+    rows = []
+    for (w, s), g in t[t.tuned > 0].groupby(["ways", "shots"], sort=True):
+        bs = b[(b.ways == w) & (b.shots == s)]
+        if bs.empty:
+            continue
+        ref = bs[bs.run == reference(bs)].iloc[0]
+        own = {r.family: r for r in best_runs(bs).itertuples()}
+        block = []
+        for r in g.sort_values(["mean", "run"], ascending=[False, True]).itertuples():
+            u = own.get(r.family)
+            block.append({"Setting": _col(w, s), "Loss": family_name(r.family), "Untuned": u.run if u else "–",
+                          "Val % untuned → tuned": f"{100 * u.val_acc:.2f} → {100 * r.val_acc:.2f}" if u else "–",
+                          "Test % untuned → tuned": (f"{100 * u.mean:.2f} → {100 * r.mean:.2f}" if u else
+                                                     f"– → {100 * r.mean:.2f}"),
+                          "Tuned - untuned": _paired(r, u) if u else None,
+                          f"Tuned - {ref.run} (the base's best)": _paired(r, ref)})
+        for key in ("Tuned - untuned", f"Tuned - {ref.run} (the base's best)"):
+            _holm_column(block, key)
+        rows += block
+    return pd.DataFrame(rows)
+
+
+def tuned_vs_base(conf: pd.DataFrame, out: Path) -> dict[Path, str]:
+    """`out/<study>/tuned-vs-<base>-<protocol>.md` for every tuned study whose base study has
+    records here; `conf` is `frames.configurations` of every record."""
+    texts: dict[Path, str] = {}
+    for study, sd in conf[conf.base_study.notna()].groupby("study", sort=True):
+        base_name = sd.base_study.dropna().iloc[0]
+        base = conf[conf.study == base_name]
+        if base.empty:
+            continue
+        whole = conf[conf.study == study]
+        for protocol in sorted(whole.protocol.unique()):
+            table = against_base(whole, base, protocol)
+            if table.empty:
+                continue
+            trials = sorted(set(sd.tuned))
+            texts[out / study / f"tuned-vs-{base_name}-{protocol}.md"] = (
+                f"# {study} against {base_name}: each loss tuned ({'/'.join(map(str, trials))} trials on "
+                f"validation) against the same loss untuned, same test episodes ({protocol})\n\n"
+                f"{scoring_text(whole['main'].iloc[0])}. Untuned: {base_name}'s configuration of the loss with the "
+                "best validation accuracy (its main table's row); the base's best: its configuration with the best "
+                "validation accuracy of all. Validation accuracy: seed mean of each run's best, on the study's "
+                "validation episodes. Difference = tuned - other, accuracy points, per (seed, episode) on matched "
+                f"seeds; {METHOD}; p from the same variance, Holm over the rows of a setting, per comparison.\n\n" + markdown(table))
+    return texts

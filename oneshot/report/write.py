@@ -10,7 +10,7 @@ from .budget import budget_report
 from .frames import configurations, load_records
 from .readme import readme
 from .tables import study_tables
-from .tuning import tuning_report
+from .tuning import tuned_vs_base, tuning_report
 from .verification import verification_report
 
 
@@ -32,6 +32,7 @@ def write_report(results: Path, out: Path | None = None) -> list[Path]:
     t, p = tuning_report(results, out, {(r.study, r.run): r.family for r in df.itertuples()})
     texts |= t
     plots += p
+    texts |= tuned_vs_base(conf, out)
     t, p, budget_lines = budget_report(results, out, df)
     texts |= t
     plots += p
