@@ -11,6 +11,8 @@
   second against that peak;
 - split: `torch.profiler` over a few 84x84 steps, the self CPU time of convolutions (forward and
   backward) against batch norm, ReLU, pooling, the augmentation's grid sampling and the rest.
+- variants (`--variants`): the 84x84 step with one thing changed (batch size, memory layout,
+  precision), each against the preset's step timed in the same round, to see what could cut it.
 Prints `name: figure` lines. `--quick` (or ONESHOT_PERF_QUICK=1) times fewer steps.
 """
 
@@ -42,6 +44,12 @@ SETUPS = {  # name -> (config, image size)
                                            weight_decay=1e-4, augment="resized-crop", precision="auto",
                                            image_size=84), 84),
 }
+VARIANTS = {  # name -> what changes in the 84x84 SimpleShot step
+    "batch 128": dict(batch_size=128),
+    "batch 512": dict(batch_size=512),
+    "NCHW (channels_last off)": dict(channels_last=False),
+    "fp32": dict(precision="fp32"),
+}
 
 
 def split_of(size: int) -> Split:
@@ -62,9 +70,9 @@ def conv_flops(size: int, channels: int, hidden: int = 64) -> float:
     return total
 
 
-def make(name: str):
+def make(name: str, changes: dict | None = None):
     keys, size = SETUPS[name]
-    cfg = resolved(from_dict(keys))
+    cfg = resolved(from_dict({**keys, **(changes or {})}))
     split = split_of(size)
     torch.manual_seed(0)
     model, loss = build_model(cfg, split.images.shape[1], split.n_classes)
@@ -117,6 +125,27 @@ def split_of_time(state) -> dict[str, float]:
     return out
 
 
+def rate_of(state, g) -> float:
+    """Images/s of a step: the best of ROUNDS rounds of STEPS steps, after a warm-up."""
+    steps(state, 2, g)
+    best = 0.0
+    for _ in range(ROUNDS):
+        t0 = time.perf_counter()
+        n = steps(state, STEPS, g)
+        best = max(best, n / (time.perf_counter() - t0))
+    return best
+
+
+def variants() -> None:
+    """Each variant of the 84x84 step against the step as the preset trains it, measured in turn."""
+    name = "84px softmax 256 (SimpleShot)"
+    base = rate_of(make(name), generator(0))
+    print(f"variant baseline, {name}: {base:.0f} images/s")
+    for label, changes in VARIANTS.items():
+        rate = rate_of(make(name, changes), generator(0))
+        print(f"variant {label}: {rate:.0f} images/s, {rate / base:.2f}x the baseline")
+
+
 def main() -> None:
     keep_freed_memory()  # as every `oneshot` command does
     threads = torch.get_num_threads()
@@ -127,13 +156,7 @@ def main() -> None:
     print(f"bf16 matmul peak, 2048^3, {threads} threads: {peak / 1e9:.0f} GFLOP/s")
     for name in SETUPS:
         state = make(name)
-        g = generator(0)
-        steps(state, 2, g)  # warm-up
-        rate = 0.0
-        for _ in range(ROUNDS):
-            t0 = time.perf_counter()
-            n = steps(state, STEPS, g)
-            rate = max(rate, n / (time.perf_counter() - t0))
+        rate = rate_of(state, generator(0))
         size = SETUPS[name][1]
         flops = conv_flops(size, state[1].images.shape[1]) * rate
         print(f"conv4 train step, {name}, bf16 channels-last: {rate:.0f} images/s "
@@ -145,6 +168,8 @@ def main() -> None:
             total = sum(parts.values())
             print(f"conv4 train step, {name}, time per step: {total:.0f} ms, of which "
                   + ", ".join(f"{k} {v:.0f} ms ({100 * v / total:.0f}%)" for k, v in parts.items()))
+    if "--variants" in sys.argv:
+        variants()
 
 
 if __name__ == "__main__":
