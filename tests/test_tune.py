@@ -233,3 +233,58 @@ def test_an_interrupted_search_keeps_its_finished_trials_and_completes_on_rerun(
     from oneshot.report.tuning import importances
 
     importances(rec)  # computable or not, from the record alone
+
+
+def _search_record(configuration: str, trials: list[dict]) -> dict:
+    """A search record of study `tt` as `oneshot.study.searches` writes one: planned 5 trials,
+    these done, the best complete one chosen."""
+    best = max((t for t in trials if t["state"] == "COMPLETE"), key=lambda t: t["value"])
+    space = [{"key": k, "low": 1e-4, "high": 1.0, "log": True} for k in best["params"]]
+    spec = {"images": None, "steps": 12, "validations": 3, "val_episodes": None, "pruner": "median",
+            "sampler_seed": 0, "startup_trials": 2}
+    return {"version": 1, "study": "tt", "configuration": configuration, "optuna_study": f"tt/{configuration}/x",
+            "planned": 5, "spec": spec, "space": space, "direction": "maximize", "trials": trials,
+            "best": {"number": best["number"], "value": best["value"], "params": best["params"]}}
+
+
+def test_a_study_tuned_in_another_takes_its_best_values_or_stops_before_training(small_omniglot, tmp_path, capsys,
+                                                                               one_thread):
+    """`tuned_in`: each configuration at the best values of the other study's search records; a
+    configuration without one is one line and exit 2 before anything trains."""
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    preset = tiny.write_preset(tmp_path / "l.toml", tiny.study("long", base={"steps": 6}, tuned_in="tt"))
+    argv = ["benchmark", "--preset", preset, "--results", str(results), "--runs", str(runs),
+            "--data-root", str(small_omniglot)]
+    best = {"contrastive-m0.5": {"lr": 0.002, "margin": 0.3}, "proto": {"lr": 0.0005}}
+    folder = results / "records" / "tt" / "tune"
+    folder.mkdir(parents=True)
+    (folder / "contrastive-m0.5.json").write_text(json.dumps(_search_record(
+        "contrastive-m0.5", [{"number": 0, "state": "COMPLETE", "params": best["contrastive-m0.5"], "value": 0.6}])))
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no finished record of proto" in err and not runs.exists()
+    (folder / "proto.json").write_text(json.dumps(_search_record(
+        "proto", [{"number": 0, "state": "PRUNED", "params": {"lr": 0.01}, "value": None},
+                  {"number": 1, "state": "COMPLETE", "params": best["proto"], "value": 0.5}])))
+    assert main(argv) == 0
+    for name, values in best.items():
+        score = json.loads(next((results / "records" / "long" / name / "seed0").glob("*.json")).read_text())
+        assert score["config"]["lr"] == values["lr"] and score["config"]["steps"] == 6
+        assert score["config"]["loss_params"].get("margin") == values.get("margin", score["config"]["loss_params"].get(
+            "margin"))
+        assert score["train"]["tuned"]["searched_in"] == "tt" and score["train"]["tuned"]["trials"] == 5
+    assert "(tuned, 5 trials)" in (results / "long" / "main-vinyals.md").read_text()
+
+
+def test_tuned_long_takes_the_tuned_searches_at_the_reproduce_budget():
+    _, (long,) = presets.load_preset("tuned-long")
+    _, (tuned,) = presets.load_preset("tuned")
+    _, (rep,) = presets.load_preset("reproduce")
+    assert long.tuned_in == "omniglot-tuned" and long.base == "omniglot-reproduce"
+    assert long.configurations == [s.configuration for s in tuned.tune.searches]
+    assert long.eval.settings == rep.eval.settings and long.eval.episodes == rep.eval.episodes
+    assert {c.batch_images * c.steps for c in long.runs} == {1_440_000}
+    siamese = next(c for c in rep.runs if c.name == "contrastive-m0.5")
+    for cfg in long.runs:
+        assert (cfg.lr_decay_every, cfg.patience, cfg.val_ways, cfg.val_episodes) == \
+            (siamese.lr_decay_every, siamese.patience, siamese.val_ways, siamese.val_episodes)

@@ -150,6 +150,10 @@ def run_benchmark(preset: str, results: Path, data_root=None, runs_dir: Path = P
         plan_searches(studies, results, lambda cfg: _rate(rates, cfg, data_root))
         if not dry_run:
             run_searches(studies, stores, results, runs_dir / header["preset"], data_root, executor)
+    if any(st.tuned_in for st in studies):  # values another study's searches found
+        from .searches import use_found
+
+        use_found(studies, results)
     todo = plan(studies, results, data_root, rates)
     n = workers(executor, len(todo))
     wall = wall_time([t for *_, t in todo], n)

@@ -10,6 +10,8 @@ with one or more `[[study]]` blocks:
     [study.eval]                     # how runs are scored: `oneshot.scoring.EvalSpec` (protocols,
                                      #   settings, episodes, seed, classifiers, distances, transforms, ...)
     [study.tune]                     # optional: search every configuration first (`oneshot.study.tunespec`)
+    tuned_in = "omniglot-tuned"      # optional instead: take the best values that study's searches found
+                                     #   for the configurations of the same names (its records)
     [[study.runs]]                   # a configuration: a name and the keys that differ from base
     [[study.runs]]                   # keys given as lists make a grid: every combination, named
     loss = "triplet"                 #   after the loss (or `name`) and the listed values:
@@ -40,7 +42,7 @@ from .tunespec import TUNE_KEYS, TuneSpec, parse_tune
 
 PRESETS = Path(__file__).resolve().parent.parent / "presets"
 TOP_KEYS = ("description", "extends", "seeds", "resources", "study")
-STUDY_KEYS = ("name", "from", "base", "eval", "runs", "seeds", "tune")
+STUDY_KEYS = ("name", "from", "base", "eval", "runs", "seeds", "tune", "tuned_in")
 CONFIG_KEYS = [*(f.name for f in fields(Config)), *SHORT_FORM]  # a config's keys, the built-ins' short form too
 RECIPE_KEYS = ("label", "published", "runs")
 # Config keys whose value is a list: a grid over one of them is a list of lists.
@@ -58,6 +60,7 @@ class Study:
     tune: TuneSpec | None = None  # `[study.tune]`: every configuration searched first (`oneshot.study.tune`)
     tuned: dict = field(default_factory=dict)  # configuration -> what its search found, for its runs' records
     base: str | None = None  # the study of the extended preset it copies (`from`), where that is another study
+    tuned_in: str | None = None  # its configurations take the best values of this study's searches
 
 
 def _find(preset: str) -> Path:
@@ -195,8 +198,12 @@ def _study(s: dict, seeds: list[int], path: Path) -> Study:
     if "tune" in s:
         _unknown(s["tune"], TUNE_KEYS, f"{where} [study.tune]")
     tune = parse_tune(s["tune"], firsts, where) if "tune" in s else None
+    tuned_in = s.get("tuned_in")
+    if tuned_in is not None and (not isinstance(tuned_in, str) or tune or tuned_in == s["name"]):
+        raise OneshotError(f"{where}: tuned_in = {tuned_in!r} must name another study whose searches ran "
+                           "(and cannot go with a [study.tune] of its own)")
     base = s["from"] if s.get("from", s["name"]) != s["name"] else None
-    return Study(s["name"], runs, ev, names, tune, base=base)
+    return Study(s["name"], runs, ev, names, tune, base=base, tuned_in=tuned_in)
 
 
 def _source(keys: dict, seed: int, earlier: list[Config]) -> dict:

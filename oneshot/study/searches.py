@@ -56,7 +56,7 @@ def plan_searches(studies: list[Study], results: Path, rate) -> float:
         for search in _untuned(st):
             rec = finished_search(results, st, search)
             if rec is not None:
-                use_best(st, search, rec)
+                use_best(st, search.configuration, rec)
                 continue
             cfg = _first(st, search.configuration)
             images = st.tune.trial_steps(cfg) * cfg.batch_images
@@ -160,7 +160,7 @@ def _finish(tune, storage, results: Path, st: Study, search: Search) -> None:
     print(f"search {name}: done ({c.get('COMPLETE', 0)} complete, {c.get('PRUNED', 0)} pruned, {c.get('FAIL', 0)} "
           f"failed); best validation accuracy {100 * rec['best']['value']:.2f} % with {rec['best']['params']}",
           flush=True)
-    use_best(st, search, rec)
+    use_best(st, search.configuration, rec)
 
 
 def search_record(study, st: Study, search: Search, name: str) -> dict:
@@ -188,15 +188,43 @@ def search_record(study, st: Study, search: Search, name: str) -> dict:
             "best": {"number": best["number"], "value": best["value"], "params": best["params"]}}
 
 
-def use_best(st: Study, search: Search, rec: dict) -> None:
-    """The study's runs of the searched configuration at its best trial's values (same name,
-    seeds and budget); what the search was goes into `st.tuned` for their records."""
+def use_best(st: Study, configuration: str, rec: dict) -> None:
+    """The study's runs of `configuration` at its search's best trial's values (same name, seeds
+    and budget); what the search was goes into `st.tuned` for their records."""
     params = rec["best"]["params"]
-    st.runs = [apply(c, params) if c.name == search.configuration else c for c in st.runs]
+    st.runs = [apply(c, params) if c.name == configuration else c for c in st.runs]
     states = [t["state"] for t in rec["trials"]]
-    st.tuned[search.configuration] = {
+    st.tuned[configuration] = {
         "trials": rec["planned"], "complete": states.count("COMPLETE"), "pruned": states.count("PRUNED"),
         "failed": states.count("FAIL"), "params": params, "best_trial": rec["best"]["number"],
         "best_val_acc": rec["best"]["value"], "optuna_study": rec["optuna_study"]}
+    if rec["study"] != st.name:  # values found by another study's search (`tuned_in`)
+        st.tuned[configuration]["searched_in"] = rec["study"]
     if st.base:  # the study of the same losses untuned: the tables pair the tuned runs against it
-        st.tuned[search.configuration]["base_study"] = st.base
+        st.tuned[configuration]["base_study"] = st.base
+
+
+def use_found(studies: list[Study], results: Path) -> None:
+    """Every study with `tuned_in`: each configuration at the best values the searches of that
+    study found (their records in `results`); a configuration without one is an OneshotError
+    before anything trains."""
+    for st in studies:
+        if not st.tuned_in:
+            continue
+        found, missing = {}, []
+        for name in st.configurations:
+            try:
+                rec = json.loads(tune_path(results, st.tuned_in, name).read_text())
+            except (OSError, ValueError):
+                rec = {}
+            if isinstance(rec.get("best"), dict) and "params" in rec["best"]:
+                found[name] = rec
+            else:
+                missing.append(name)
+        if missing:
+            raise OneshotError(f"study {st.name} takes its values from the searches of {st.tuned_in} (tuned_in), "
+                               f"which have no finished record of {', '.join(missing)} under "
+                               f"{Path(results) / 'records' / st.tuned_in / 'tune'}: run the preset with those "
+                               "searches first, into the same results folder")
+        for name, rec in found.items():
+            use_best(st, name, rec)
