@@ -102,7 +102,9 @@ def test_a_tiny_search_runs_resumes_and_repeats(small_omniglot, tmp_path, one_th
     for name, rec in recs.items():
         states = [t["state"] for t in rec["trials"]]
         assert rec["planned"] == 3 and len(states) == 3 and set(states) <= {"COMPLETE", "PRUNED"}
-        assert all(t["curve"] and 0 <= t["curve"][-1][1] <= 1 for t in rec["trials"])
+        assert all(t["curve"] and 0 <= t["curve"][-1][1] <= 1 and t["wall_s"] > 0 for t in rec["trials"])
+        assert rec["search_wall_s"] == pytest.approx(sum(t["wall_s"] for t in rec["trials"]), abs=0.2)
+        assert rec["commit"] and rec["versions"]["torch"] and rec["time"]
         best = max((t for t in rec["trials"] if t["state"] == "COMPLETE"), key=lambda t: t["value"])
         assert rec["best"]["params"] == best["params"]
         score = json.loads(next((results / "records" / "tt" / name / "seed0").glob("*.json")).read_text())

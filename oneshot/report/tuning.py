@@ -99,7 +99,8 @@ def search_table(recs: list[dict], families: dict) -> pd.DataFrame:
                                                             f"{states.count('PRUNED')} / {states.count('FAIL')})",
                      "Best val acc %": f"{100 * best['value']:.2f}", "Best trial": best["number"],
                      "Its values": ", ".join(f"{k} {_value(v)}" for k, v in best["params"].items()),
-                     "Searched": ", ".join(f"{d['key']} {_space(d)}" for d in r["space"])})
+                     "Searched": ", ".join(f"{d['key']} {_space(d)}" for d in r["space"]),
+                     "Trials' time": f"{r['search_wall_s'] / 3600:.2f} h" if "search_wall_s" in r else "–"})
     return pd.DataFrame(rows)
 
 

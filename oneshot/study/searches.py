@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..config import Config
 from ..errors import OneshotError
+from ..provenance import provenance
 from .presets import Study
 from .records import tune_path, write
 from .tunespec import Search, apply, study_key
@@ -175,6 +176,8 @@ def search_record(study, st: Study, search: Search, name: str) -> dict:
                 row[key] = t.user_attrs[attr]
         if "failed_trial" in t.system_attrs:
             row["retry_of"] = t.system_attrs["failed_trial"]
+        if t.datetime_start and t.datetime_complete:
+            row["wall_s"] = round((t.datetime_complete - t.datetime_start).total_seconds(), 1)
         trials.append(row)
     complete = [t for t in trials if t["state"] == "COMPLETE"]
     if not complete:
@@ -185,7 +188,9 @@ def search_record(study, st: Study, search: Search, name: str) -> dict:
             "space": [{k: v for k, v in d.__dict__.items() if v is not None and v is not False and v != ()}
                       for d in search.dims],
             "direction": "maximize", "trials": trials,
-            "best": {"number": best["number"], "value": best["value"], "params": best["params"]}}
+            "best": {"number": best["number"], "value": best["value"], "params": best["params"]},
+            "search_wall_s": round(sum(t.get("wall_s", 0.0) for t in trials), 1),  # every trial's, one after another
+            **provenance(_first(st, search.configuration).device)}
 
 
 def use_best(st: Study, configuration: str, rec: dict) -> None:
