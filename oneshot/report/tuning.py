@@ -225,5 +225,6 @@ def tuned_vs_base(conf: pd.DataFrame, out: Path) -> dict[Path, str]:
                 "best validation accuracy (its main table's row); the base's best: its configuration with the best "
                 "validation accuracy of all. Validation accuracy: seed mean of each run's best, on the study's "
                 "validation episodes. Difference = tuned - other, accuracy points, per (seed, episode) on matched "
-                f"seeds; {METHOD}; p from the same variance, Holm over the rows of a setting, per comparison.\n\n" + markdown(table))
+                f"seeds; {METHOD}; p from the same variance, Holm over the rows of a setting, per comparison.\n\n"
+                + markdown(table))
     return texts
