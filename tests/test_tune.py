@@ -208,26 +208,32 @@ def test_an_interrupted_search_keeps_its_finished_trials_and_completes_on_rerun(
     preset = tiny.write_preset(tmp_path / "t.toml", tuned_study(runs=None, space=space))  # contrastive-m0.5 first
     argv = ["benchmark", "--preset", preset, "--results", str(tmp_path / "results"), "--runs", str(tmp_path / "runs"),
             "--data-root", str(small_omniglot)]
-    trials, real = {"n": 0}, train_mod.train
+    trials, real = {"n": 0, "stop_at": 2}, train_mod.train
 
-    def second_interrupted(*a, on_validate, **k):  # the second trial is interrupted at its first validation
+    def interrupted(*a, on_validate, **k):  # trial `stop_at` of this call is interrupted at its first validation
         trials["n"] += 1
 
         def stop(step, acc):
             on_validate(step, acc)
             raise KeyboardInterrupt
 
-        return real(*a, on_validate=stop if trials["n"] == 2 else on_validate, **k)
+        return real(*a, on_validate=stop if trials["n"] == trials["stop_at"] else on_validate, **k)
 
     with monkeypatch.context() as m:
-        m.setattr(train_mod, "train", second_interrupted)
+        m.setattr(train_mod, "train", interrupted)
         assert main(argv) == 130
     storage = f"sqlite:///{tmp_path / 'results' / 'tuning' / 'tt.sqlite3'}"
     (name,) = optuna.study.get_all_study_names(storage)  # proto's search has not begun
     before = optuna.load_study(study_name=name, storage=storage).get_trials()
     assert [t.state.name for t in before[:2]] == ["COMPLETE", "FAIL"]
+    tune_dir = tmp_path / "results" / "records" / "tt" / "tune"
+    with monkeypatch.context() as m:  # stopped again in proto's search: contrastive's search keeps its record
+        trials.update(n=0, stop_at=3)  # two trials complete contrastive's plan, the third is proto's first
+        m.setattr(train_mod, "train", interrupted)
+        assert main(argv) == 130
+    assert (tune_dir / "contrastive-m0.5.json").is_file() and not (tune_dir / "proto.json").exists()
     assert main(argv) == 0
-    rec = json.loads((tmp_path / "results" / "records" / "tt" / "tune" / "contrastive-m0.5.json").read_text())
+    rec = json.loads((tune_dir / "contrastive-m0.5.json").read_text())
     states = [t["state"] for t in rec["trials"]]
     assert states.count("COMPLETE") + states.count("PRUNED") == 3 and states.count("FAIL") == 1
     assert (rec["trials"][0]["params"], rec["trials"][0]["value"]) == (before[0].params, before[0].value)

@@ -88,8 +88,8 @@ def open_stores(studies: list[Study], results: Path, storage: str | None, heartb
 def run_searches(studies: list[Study], stores: dict, results: Path, runs_dir: Path, data_root, opts) -> None:
     """Run (or continue) every unfinished search of the studies in its study's storage
     (`open_stores`): here, one trial after another (`--executor local`), or on `opts.executor`'s
-    workers, each taking queued trials; write each one's record when it completes and apply its
-    best trial to the study's runs."""
+    workers, each taking queued trials; write each one's record when it completes (here: before the
+    next search begins) and apply its best trial to the study's runs."""
     pending = [(st, s) for st in studies for s in _untuned(st) if finished_search(results, st, s) is None]
     if not pending:
         return
@@ -113,6 +113,7 @@ def run_searches(studies: list[Study], stores: dict, results: Path, runs_dir: Pa
                           data_root, opts.heartbeat)
             finally:
                 torch.set_num_threads(threads)
+            _finish(tune, stores[st.name], results, st, search)  # its record now: a later search may be stopped
         else:
             jobs += [(st, cfg)] * min(search.trials, workers(opts, search.trials))
     if jobs:
@@ -120,8 +121,9 @@ def run_searches(studies: list[Study], stores: dict, results: Path, runs_dir: Pa
         _, _, failed = execute(jobs, opts, results, runs_dir, data_root, progress=False, task=task)
         for name, reason in failed:
             print(f"a search worker of {name} failed: {reason}", flush=True)
-    for st, search in pending:
-        _finish(tune, stores[st.name], results, st, search)
+    if opts.executor != "local":
+        for st, search in pending:
+            _finish(tune, stores[st.name], results, st, search)
 
 
 def worker_task(urls: dict[str, str], heartbeat: int):
