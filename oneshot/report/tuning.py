@@ -100,8 +100,15 @@ def search_table(recs: list[dict], families: dict) -> pd.DataFrame:
                      "Best val acc %": f"{100 * best['value']:.2f}", "Best trial": best["number"],
                      "Its values": ", ".join(f"{k} {_value(v)}" for k, v in best["params"].items()),
                      "Searched": ", ".join(f"{d['key']} {_space(d)}" for d in r["space"]),
-                     "Trials' time": f"{r['search_wall_s'] / 3600:.2f} h" if "search_wall_s" in r else "–"})
+                     "Time of its finished trials": _finished_time(r)})
     return pd.DataFrame(rows)
+
+
+def _finished_time(rec: dict) -> str:
+    """The wall time of a search's complete and pruned trials, one after another (a failed trial's
+    ends when its staleness is noticed, so it does not count)."""
+    times = [t["wall_s"] for t in rec["trials"] if t["state"] in ("COMPLETE", "PRUNED") and "wall_s" in t]
+    return f"{sum(times) / 3600:.2f} h" if times else "–"
 
 
 def _importance_table(recs: list[dict]) -> pd.DataFrame:
