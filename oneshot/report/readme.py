@@ -118,5 +118,10 @@ def readme(results: Path, df: pd.DataFrame, conf: pd.DataFrame, budget_lines: li
               "pairs for every run, with 95% CIs, and the ROC curves.",
               "- `all-scores.csv`: every run x protocol x setting x classifier x distance.",
               "- `budget-<protocol>.{md,png}` (studies whose runs keep snapshots): test accuracy against training "
-              "images, each loss at its best configuration on validation at every budget, ranked.", ""]
+              "images, each loss at its best configuration on validation at every budget, ranked.",
+              "- `tuning-<study>.{md,png}` (studies with `[study.tune]`): per configuration its search's trials "
+              "complete / pruned / failed, best validation accuracy and values, the time of its trials, Optuna's "
+              "parameter importances, and the best validation accuracy so far against trial number.",
+              "- `tuned-vs-<base>-<protocol>.md` (tuned studies copied from another): each tuned loss against the "
+              "same loss untuned and the base's best, paired on matched seeds and the same test episodes.", ""]
     return "\n".join(lines)
