@@ -111,9 +111,9 @@ def run_searches(studies: list[Study], stores: dict, results: Path, runs_dir: Pa
             try:
                 tune.work(study, cfg, st.tune, search, runs_dir / st.name / search.configuration / "tune",
                           data_root, opts.heartbeat)
-            finally:
+                _finish(tune, stores[st.name], results, st, search)  # now (a later search may be stopped), with
+            finally:                                                  # the threads its trials had in its record
                 torch.set_num_threads(threads)
-            _finish(tune, stores[st.name], results, st, search)  # its record now: a later search may be stopped
         else:
             jobs += [(st, cfg)] * min(search.trials, workers(opts, search.trials))
     if jobs:
