@@ -304,6 +304,16 @@ def test_a_tuned_study_is_paired_against_the_same_loss_untuned_and_the_base_best
                                        "nearest-support", "euclidean")
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(rec) + "\n")
+    # a second seed of the untuned triplet, which the tuned study lacks: the differences and the
+    # "before -> after" column are taken over seed 0 alone
+    keys, val_acc, _ = RUNS["trip-m0.5"]
+    for ways, shots, queries in SETTINGS:
+        rec = make_record("trip-m0.5", {**keys, "seed": 1}, val_acc, ways, shots, queries,
+                          accs[("trip-m0.5", ways, shots)] + 0.05)
+        path = records.record_path(root, STUDY, from_dict({"name": "trip-m0.5", **keys, "seed": 1}), PROTOCOL,
+                                   ways, shots, "nearest-support", "euclidean")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(rec) + "\n")
     write_report(root)
     text = (root / "grid-tuned" / f"tuned-vs-{STUDY}-{PROTOCOL}.md").read_text()
     rows = {tuple(c.strip() for c in line.strip("|").split("|")[:3]): [c.strip() for c in line.strip("|").split("|")]
@@ -321,6 +331,8 @@ def test_a_tuned_study_is_paired_against_the_same_loss_untuned_and_the_base_best
             assert number(row[5]) == pytest.approx(diff, abs=0.005)
             assert f"p Holm {adj_own:.2g})" in row[5] and f"p Holm {adj_best:.2g})" in row[6]
             assert row[3] == f"{100 * RUNS[untuned][1]:.2f} → {100 * tuned[run][1]:.2f}"
+            before, after = 100 * accs[(untuned, ways, shots)].mean(), 100 * mine[(run, ways, shots)].mean()
+            assert row[4] == f"{before:.2f} → {after:.2f} (1 matched seed)"
         if ways == 20:
             row = rows[(setting, "Prototypical", "proto")]
             assert row[5].startswith("– (no matched seeds") and row[6].startswith("– (no matched seeds")

@@ -121,6 +121,13 @@ def reference(df: pd.DataFrame) -> str | None:
     return None if runs.empty else runs.run.iloc[0]
 
 
+def matched(a, b) -> tuple[np.ndarray, np.ndarray]:
+    """The accuracy matrices [S, E] of configurations' rows `a` and `b` on their common seeds
+    (S = 0 without one), in seed order."""
+    seeds = sorted(set(a.seed_list) & set(b.seed_list))
+    return a.acc[[a.seed_list.index(k) for k in seeds]], b.acc[[b.seed_list.index(k) for k in seeds]]
+
+
 def paired_table(df: pd.DataFrame, protocol: str) -> pd.DataFrame:
     """Per setting: every configuration against the reference (the study's first reproduced
     recipe for the setting's shots, else the best on validation), on matched seeds and the same
@@ -136,14 +143,12 @@ def paired_table(df: pd.DataFrame, protocol: str) -> pd.DataFrame:
         top = top.iloc[0]
         block = []
         for r in g[g.run != ref].sort_values(["mean", "run"], ascending=[False, True]).itertuples():
-            seeds = sorted(set(r.seed_list) & set(top.seed_list))
-            if not seeds:
+            a, b = matched(r, top)
+            if not len(a):
                 continue
-            a = r.acc[[r.seed_list.index(k) for k in seeds]]
-            b = top.acc[[top.seed_list.index(k) for k in seeds]]
             p = paired_crossed(a, b)
             block.append({"Setting": _col(w, s), "Configuration": r.run + _marks(r), "Reference": ref,
-                          "Seeds": len(seeds), "Difference": cell(p["diff"], p["diff_ci95"]), "p": p["p"]})
+                          "Seeds": len(a), "Difference": cell(p["diff"], p["diff_ci95"]), "p": p["p"]})
         if block:
             for b_, adj in zip(block, holm([b_["p"] for b_ in block])):
                 b_["p"], b_["p Holm"] = f"{b_['p']:.2g}", f"{adj:.2g}"

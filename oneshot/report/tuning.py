@@ -21,7 +21,7 @@ from ..stats import holm, paired_crossed
 from ..study import records
 from .frames import _col, _main_view, family_name, scoring_text
 from .render import METHOD, cell, markdown
-from .tables import best_runs, reference
+from .tables import best_runs, matched, reference
 
 
 def load_searches(results: Path) -> dict[str, list[dict]]:
@@ -159,15 +159,28 @@ def tuning_report(results: Path, out: Path, families: dict[tuple, str]) -> tuple
     return texts, plots
 
 
-def _paired(a, b) -> dict | None:
-    """`a` - `b` (configurations' rows) on their common seeds; None without one, or when they were
-    not scored on the same test episodes."""
-    if (a.episodes, a.queries, a.episode_seed) != (b.episodes, b.queries, b.episode_seed):
+def _paired(a, b) -> tuple[np.ndarray, np.ndarray] | None:
+    """The accuracies [S, E] of configurations' rows `a` and `b` on their common seeds; None
+    without one, or when they were not scored on the same test episodes."""
+    if b is None or (a.episodes, a.queries, a.episode_seed) != (b.episodes, b.queries, b.episode_seed):
         return None
-    seeds = sorted(set(a.seed_list) & set(b.seed_list))
-    if not seeds:
-        return None
-    return paired_crossed(a.acc[[a.seed_list.index(k) for k in seeds]], b.acc[[b.seed_list.index(k) for k in seeds]])
+    x, y = matched(a, b)
+    return (x, y) if len(x) else None
+
+
+def _before_after(a, b) -> str:
+    """Test % of `b` -> `a` on their matched seeds (the seeds their difference is taken over)."""
+    m = _paired(a, b)
+    if m is None:
+        return f"{'–' if b is None else f'{100 * b.mean:.2f}'} → {100 * a.mean:.2f}" + (
+            "" if b is None else " (no matched seeds on the same episodes)")
+    x, y = m
+    return f"{100 * y.mean():.2f} → {100 * x.mean():.2f} ({len(x)} matched seed{'s' * (len(x) > 1)})"
+
+
+def _crossed(a, b) -> dict | None:
+    m = _paired(a, b)
+    return paired_crossed(*m) if m else None
 
 
 def _holm_column(rows: list[dict], key: str) -> None:
@@ -200,10 +213,9 @@ def against_base(tuned: pd.DataFrame, base: pd.DataFrame, protocol: str) -> pd.D
             u = own.get(r.family)
             block.append({"Setting": _col(w, s), "Loss": family_name(r.family), "Untuned": u.run if u else "–",
                           "Val % untuned → tuned": f"{100 * u.val_acc:.2f} → {100 * r.val_acc:.2f}" if u else "–",
-                          "Test % untuned → tuned": (f"{100 * u.mean:.2f} → {100 * r.mean:.2f}" if u else
-                                                     f"– → {100 * r.mean:.2f}"),
-                          "Tuned - untuned": _paired(r, u) if u else None,
-                          f"Tuned - {ref.run} (the base's best)": _paired(r, ref)})
+                          "Test % untuned → tuned": _before_after(r, u),
+                          "Tuned - untuned": _crossed(r, u),
+                          f"Tuned - {ref.run} (the base's best)": _crossed(r, ref)})
         for key in ("Tuned - untuned", f"Tuned - {ref.run} (the base's best)"):
             _holm_column(block, key)
         rows += block
