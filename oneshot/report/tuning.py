@@ -185,7 +185,7 @@ def _crossed(a, b) -> dict | None:
 
 def _holm_column(rows: list[dict], key: str) -> None:
     """Holm over a setting's rows of one comparison: its `key` holds the pairing (or None)."""
-    done = [r for r in rows if r[key] is not None]
+    done = [r for r in rows if isinstance(r[key], dict)]
     for r, adj in zip(done, holm([r[key]["p"] for r in done])):
         r[key] = f"{cell(r[key]['diff'], r[key]['diff_ci95'])} (p Holm {adj:.2g})"
     for r in rows:
@@ -214,7 +214,7 @@ def against_base(tuned: pd.DataFrame, base: pd.DataFrame, protocol: str) -> pd.D
             block.append({"Setting": _col(w, s), "Loss": family_name(r.family), "Untuned": u.run if u else "–",
                           "Val % untuned → tuned": f"{100 * u.val_acc:.2f} → {100 * r.val_acc:.2f}" if u else "–",
                           "Test % untuned → tuned": _before_after(r, u),
-                          "Tuned - untuned": _crossed(r, u),
+                          "Tuned - untuned": _crossed(r, u) if u else f"– (no untuned run in {base.study.iloc[0]})",
                           f"Tuned - {ref.run} (the base's best)": _crossed(r, ref)})
         for key in ("Tuned - untuned", f"Tuned - {ref.run} (the base's best)"):
             _holm_column(block, key)
