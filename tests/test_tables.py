@@ -286,11 +286,14 @@ def test_a_tuned_study_is_paired_against_the_same_loss_untuned_and_the_base_best
     best on validation (trip-m0.5, though trip-m0.2 is better on test) and against grid's best,
     the differences and Holm p-values computed here; other test episodes are not paired."""
     root, accs = results
+    # "semi" is a loss grid does not train: no untuned run, but still paired with grid's best
     tuned = {"trip": (dict(loss="triplet", mining="hard", margin=0.3), 0.96, 0.012),
-             "proto": (dict(loss="proto", distance="sqeuclidean"), 0.94, -0.004)}
+             "proto": (dict(loss="proto", distance="sqeuclidean"), 0.94, -0.004),
+             "semi": (dict(loss="triplet", mining="semihard", margin=0.2), 0.93, 0.003)}
+    untuned = {"trip": "trip-m0.5", "proto": "proto", "semi": None}
     mine = {}
     for run, (keys, val_acc, shift) in tuned.items():
-        base_run = {"trip": "trip-m0.5", "proto": "proto"}[run]
+        base_run = untuned[run] or "trip-m0.5"
         for ways, shots, queries in SETTINGS:
             acc = accs[(base_run, ways, shots)] + shift + np.random.default_rng([ways, shots, len(run)]).normal(
                 0, 0.01, EPISODES)
@@ -320,19 +323,26 @@ def test_a_tuned_study_is_paired_against_the_same_loss_untuned_and_the_base_best
             for line in text.splitlines() if line.startswith("| ") and "Setting" not in line}
     for ways, shots, _ in SETTINGS:
         setting = f"{ways}w{shots}s"
-        pairs = [(run, {"trip": "trip-m0.5", "proto": "proto"}[run]) for run in tuned
-                 if (run, ways) != ("proto", 20)]
+        paired = [run for run in tuned if (run, ways) != ("proto", 20)]
+        pairs = [(run, untuned[run]) for run in paired if untuned[run]]
         p_own = [stats.ttest_rel(mine[(r, ways, shots)], accs[(u, ways, shots)]).pvalue for r, u in pairs]
-        p_best = [stats.ttest_rel(mine[(r, ways, shots)], accs[("trip-m0.5", ways, shots)]).pvalue for r, _ in pairs]
-        for (run, untuned), adj_own, adj_best in zip(pairs, holm_reference(p_own), holm_reference(p_best)):
+        p_best = {r: p for r, p in zip(paired, holm_reference(
+            [stats.ttest_rel(mine[(r, ways, shots)], accs[("trip-m0.5", ways, shots)]).pvalue for r in paired]))}
+        for (run, base_run), adj_own in zip(pairs, holm_reference(p_own)):
             name = frames.family_name(frames.family(from_dict({"name": run, **tuned[run][0]}).to_dict()))
-            row = rows[(setting, name, untuned)]
-            diff = 100 * np.mean(mine[(run, ways, shots)] - accs[(untuned, ways, shots)])
+            row = rows[(setting, name, base_run)]
+            adj_best = p_best[run]
+            diff = 100 * np.mean(mine[(run, ways, shots)] - accs[(base_run, ways, shots)])
             assert number(row[5]) == pytest.approx(diff, abs=0.005)
             assert f"p Holm {adj_own:.2g})" in row[5] and f"p Holm {adj_best:.2g})" in row[6]
-            assert row[3] == f"{100 * RUNS[untuned][1]:.2f} → {100 * tuned[run][1]:.2f}"
-            before, after = 100 * accs[(untuned, ways, shots)].mean(), 100 * mine[(run, ways, shots)].mean()
+            assert row[3] == f"{100 * RUNS[base_run][1]:.2f} → {100 * tuned[run][1]:.2f}"
+            before, after = 100 * accs[(base_run, ways, shots)].mean(), 100 * mine[(run, ways, shots)].mean()
             assert row[4] == f"{before:.2f} → {after:.2f} (1 matched seed)"
+        row = rows[(setting, "Triplet, semi-hard", "–")]
+        assert row[3] == "–" and row[4] == f"– → {100 * mine[('semi', ways, shots)].mean():.2f}"
+        assert row[5] == f"– (no untuned run in {STUDY})"
+        diff = 100 * np.mean(mine[("semi", ways, shots)] - accs[("trip-m0.5", ways, shots)])
+        assert number(row[6]) == pytest.approx(diff, abs=0.005) and f"p Holm {p_best['semi']:.2g})" in row[6]
         if ways == 20:
             row = rows[(setting, "Prototypical", "proto")]
             assert row[5].startswith("– (no matched seeds") and row[6].startswith("– (no matched seeds")
