@@ -184,7 +184,8 @@ def _crossed(a, b) -> dict | None:
 
 
 def _holm_column(rows: list[dict], key: str) -> None:
-    """Holm over a setting's rows of one comparison: its `key` holds the pairing (or None)."""
+    """Holm over a setting's rows of one comparison: its `key` holds the pairing (a dict), None
+    when there are no matched seeds, or the cell already written (why there is no pairing)."""
     done = [r for r in rows if isinstance(r[key], dict)]
     for r, adj in zip(done, holm([r[key]["p"] for r in done])):
         r[key] = f"{cell(r[key]['diff'], r[key]['diff_ci95'])} (p Holm {adj:.2g})"
