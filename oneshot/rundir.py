@@ -15,7 +15,7 @@ import math
 import sys
 from pathlib import Path
 
-from .checkpoint import checkpoint_or_none
+from .checkpoint import checkpoint_or_none, load_checkpoint
 from .config import Config, from_dict
 from .errors import OneshotError, TrainingError
 from .provenance import atomic_write_text
@@ -53,6 +53,19 @@ class RunDir:
         if not self.best.exists() or self.status() != "finished":
             return None
         return json.loads((self.path / "run.json").read_text()) | {"curve": (self.path / "curve.csv").read_text()}
+
+    def resume_step(self, cfg: Config) -> int:
+        """The step a resumed run of `cfg` starts from: last.pt's when this directory holds a run
+        of the same config and its last.pt can be read, else 0 (a run stopped early: `cfg.steps`).
+        Reads only: an unreadable file is left where it is for the run to set aside."""
+        stored = self.path / "config.json"
+        if not self.last.exists() or not stored.exists() or stored_identity(stored) != cfg.identity():
+            return 0
+        try:
+            state = load_checkpoint(self.last)
+        except OneshotError:  # CheckpointError included
+            return 0
+        return cfg.steps if state.get("stopped") else min(int(state.get("step", 0)), cfg.steps)
 
     def status(self) -> str | None:
         """The status in run.json (None when it is missing or unreadable)."""

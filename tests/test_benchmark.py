@@ -18,6 +18,7 @@ from oneshot.study import records, runs
 from oneshot.study import presets as study_mod
 from oneshot.cli import main
 from oneshot.errors import OneshotError
+from oneshot.rundir import RunDir
 
 # Two studies of the tiny Omniglot: "tiny" (Vinyals split; two settings, both classifiers and
 # distances, verification) and "tiny-lake". `base` / `eval`: changes to the first study.
@@ -312,6 +313,29 @@ def test_a_killed_benchmark_continues_where_it_stopped(small_omniglot, tmp_path,
     trained.clear()
     bench(preset, tmp_path, small_omniglot)
     assert trained == []
+
+
+def test_the_plan_counts_only_the_steps_an_interrupted_run_has_left(small_omniglot, tmp_path, monkeypatch, capsys):
+    preset = tiny.write_preset(tmp_path / "p.toml", tiny.study(base={"steps": 8}), description="two runs")
+    monkeypatch.setattr(RunDir, "write_curve", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):  # the first run killed right after its checkpoints of step 2
+        bench(preset, tmp_path, small_omniglot)
+    monkeypatch.undo()
+    monkeypatch.setattr(bm, "_rate", lambda rates, cfg, root: 1.0)  # 1 image/s: minutes = images * 1.1 / 60
+
+    def planned() -> dict:
+        capsys.readouterr()
+        bench(preset, tmp_path, small_omniglot, dry_run=True)
+        lines = [line.strip() for line in capsys.readouterr().out.splitlines() if line.startswith("  tiny/")]
+        return {line.split(":")[0]: line.split(": ", 1)[1] for line in lines}
+
+    # 6 of 8 steps of 4 x 4 images left: 1.76 min; the other run all 8: 2.35 min
+    assert planned() == {"tiny/contrastive-m0.5 seed 0": "contrastive balanced margin=0.5, 8 steps (resumes at step 2), ~1.8 min",
+                         "tiny/proto seed 0": "proto distance=euclidean, 8 steps, ~2.3 min"}
+    # a last.pt of another config is not resumed (the run refuses it), so that run is planned in full
+    stored = tmp_path / "runs" / "p" / "tiny" / "contrastive-m0.5" / "seed0" / "config.json"
+    stored.write_text(stored.read_text().replace('"margin": 0.5', '"margin": 0.25'))
+    assert planned()["tiny/contrastive-m0.5 seed 0"].endswith("8 steps, ~2.3 min")
 
 
 @pytest.mark.slow

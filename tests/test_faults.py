@@ -169,6 +169,12 @@ def test_two_drivers_train_each_run_once(small_omniglot, tmp_path):
     assert sum(counts) == 3, outs
     assert len(list((tmp_path / "results" / "records" / "f").glob("*/seed0/*.json"))) == 3
     assert not list((tmp_path / "runs").rglob(lock.LOCK_NAME))  # every claim given back
+    # the benchmark's record (the last driver's) counts the other driver's runs too, and so does the README
+    bench = json.loads((tmp_path / "results" / "records" / "benchmark-two.json").read_text())
+    mine, others = bench["runs_trained_this_invocation"], bench.get("runs_trained_by_other_drivers", 0)
+    assert mine + others == 3 and mine in counts, bench
+    line = next(x for x in (tmp_path / "results" / "README.md").read_text().splitlines() if x.startswith("- wall time"))
+    assert f"{mine} of 3 runs trained" in line and (f"({others} more by other drivers" in line) == (others > 0), line
 
 
 def test_a_lock_of_a_dead_process_is_taken_over_a_live_one_is_respected(tmp_path, monkeypatch, capsys):

@@ -84,6 +84,8 @@ def readme(results: Path, df: pd.DataFrame, conf: pd.DataFrame, budget_lines: li
                   f"{b['wall_time_s_this_invocation'] / 60:.1f} min"
                   + (f", {b['runs_trained_this_invocation']} of {len(b['runs'])} runs trained"
                      if "runs_trained_this_invocation" in b else "")
+                  + (f" ({b['runs_trained_by_other_drivers']} more by other drivers of this preset meanwhile)"
+                     if b.get("runs_trained_by_other_drivers") else "")
                   + (" (stopped before its end; the same command continues)"
                      if b.get("invocation_finished") is False else ""),
                   f"- records: {sub.drop_duplicates(['study', 'run', 'seed']).shape[0]} of {len(b['runs'])} runs",

@@ -20,8 +20,10 @@ from ..config import Config
 from ..data.load import load_split
 from ..errors import OneshotError
 from ..provenance import provenance
+from ..rundir import RunDir
 from .records import benchmark_path, record_paths, run_done, unreadable_record, write
 from .presets import Study, load_preset
+from .runs import run_path
 
 if TYPE_CHECKING:
     from .options import Options
@@ -56,17 +58,22 @@ def _rate(rates: dict, cfg: Config, data_root) -> float:
     return rates[key]
 
 
-def plan(studies: list[Study], results: Path, data_root, rates: dict | None = None) -> list[tuple[Study, Config, float]]:
+def plan(studies: list[Study], results: Path, data_root, rates: dict | None = None,
+         runs_dir: Path | None = None) -> list[tuple[Study, Config, float]]:
     """Print what will run and an estimate of its time; returns (study, config, est. seconds).
-    `rates`: training rates measured already (filled in here)."""
-    todo, invalid = [], []
+    `rates`: training rates measured already (filled in here); `runs_dir`: the preset's run
+    directories, where a run interrupted before has a last.pt to resume from (its steps left are
+    what the estimate counts)."""
+    todo, invalid, start = [], [], {}
     rates = {} if rates is None else rates
     for st in studies:
         for cfg in st.runs:
             if run_done(results, st, cfg):
                 continue
             invalid += [p for p in record_paths(results, st, cfg) if unreadable_record(p)]
-            images = cfg.steps * cfg.batch_images
+            key = (st.name, cfg.name, cfg.seed)
+            start[key] = RunDir(run_path(runs_dir, st, cfg)).resume_step(cfg) if runs_dir else 0
+            images = (cfg.steps - start[key]) * cfg.batch_images
             todo.append((st, cfg, images / _rate(rates, cfg, data_root) * 1.1))  # ~10% for validation and testing
     todo.sort(key=lambda t: t[1].seed)  # seed-major: a sweep stopped early has every configuration at its first seeds
     total = sum(t for *_, t in todo)
@@ -82,7 +89,9 @@ def plan(studies: list[Study], results: Path, data_root, rates: dict | None = No
                 "contrastive": f"contrastive {lp.get('pos_weight')} margin={lp.get('margin')}"}.get(
             cfg.loss, " ".join([cfg.loss, *(f"{k}={v}" for k, v in cfg.loss_params.items()),
                                 *([f"miner={cfg.miner}"] if cfg.miner != "none" else [])]))
-        print(f"  {st.name}/{cfg.name} seed {cfg.seed}: {what}, {cfg.steps} steps, ~{t / 60:.1f} min")
+        resumes = start[st.name, cfg.name, cfg.seed]
+        print(f"  {st.name}/{cfg.name} seed {cfg.seed}: {what}, {cfg.steps} steps"
+              + (f" (resumes at step {resumes})" if resumes else "") + f", ~{t / 60:.1f} min")
     return todo
 
 
@@ -154,7 +163,7 @@ def run_benchmark(preset: str, results: Path, data_root=None, runs_dir: Path = P
         from .searches import use_found
 
         use_found(studies, results)
-    todo = plan(studies, results, data_root, rates)
+    todo = plan(studies, results, data_root, rates, runs_dir / header["preset"])
     n = workers(executor, len(todo))
     wall = wall_time([t for *_, t in todo], n)
     print(f"executor {executor.executor}: {n} worker{'s' if n > 1 else ''} available, wall time about "
@@ -163,23 +172,26 @@ def run_benchmark(preset: str, results: Path, data_root=None, runs_dir: Path = P
         return
     t0 = time.perf_counter()
 
-    def note(trained: int, finished: bool) -> None:
+    def note(trained: int, finished: bool, others: int = 0) -> None:
         """The benchmark's own record, rewritten after every run trained here, so an invocation
-        that is stopped still says what it did; a call that trains nothing leaves it alone."""
+        that is stopped still says what it did; a call that trains nothing leaves it alone.
+        `others`: runs another driver of the same preset finished meanwhile (kept when above 0)."""
         bench = {"preset": header["preset"], "preset_file": Path(header["path"]).name,
                  "preset_path": _shown_path(Path(header["path"])),
                  "description": header.get("description", ""),
                  "command": command or f"oneshot benchmark --preset {preset}",
                  "runs": [f"{st.name}/{c.name}/seed{c.seed}" for st in studies for c in st.runs],
                  "wall_time_s_this_invocation": round(time.perf_counter() - t0, 1),
-                 "runs_trained_this_invocation": trained, "invocation_finished": finished, **provenance(device)}
+                 "runs_trained_this_invocation": trained,
+                 **({"runs_trained_by_other_drivers": others} if others else {}),
+                 "invocation_finished": finished, **provenance(device)}
         write(benchmark_path(results, header["preset"]), bench)
 
     trained, others, failed = execute([(st, cfg) for st, cfg, _ in todo], executor, results,
                                       runs_dir / header["preset"], data_root, progress,
                                       on_run=lambda n: note(n, finished=False))
     if trained:
-        note(trained, finished=True)
+        note(trained, finished=True, others=others)
     if failed:
         raise OneshotError(f"{len(failed)} of {len(todo)} runs failed (their records are missing; run the same "
                            "command again to retry only those):" + "".join(f"\n  {n}: {r}" for n, r in failed))
