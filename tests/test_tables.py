@@ -347,3 +347,25 @@ def test_a_tuned_study_is_paired_against_the_same_loss_untuned_and_the_base_best
             row = rows[(setting, "Prototypical", "proto")]
             assert row[5].startswith("– (no matched seeds") and row[6].startswith("– (no matched seeds")
     assert "base's best" in text and "trip-m0.5 (the base's best)" in text
+
+
+def test_a_table_whose_rows_have_different_seed_counts_says_so_on_every_cell(results):
+    root, _ = results
+    main, _ = tables.main_table(configurations(root), PROTOCOL)
+    assert not any("seed" in str(v) for v in main.drop(columns=["Loss", "Margin"]).to_numpy().ravel())  # all one seed
+    keys, val_acc, means = RUNS["proto"]  # a second seed of proto, 1 point lower everywhere
+    for ways, shots, queries in SETTINGS:
+        rec = make_record("proto", {**keys, "seed": 1}, val_acc, ways, shots, queries,
+                          per_episode("proto-1", ways, shots, means[(ways, shots)] - 0.01))
+        path = records.record_path(root, STUDY, from_dict({"name": "proto", **keys, "seed": 1}), PROTOCOL, ways,
+                                   shots, "nearest-support", "euclidean")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(rec) + "\n")
+    main, _ = tables.main_table(configurations(root), PROTOCOL)
+    rows = our_rows(main)
+    for fam, i in rows.items():
+        for w, s, _ in SETTINGS:
+            cell = str(main[f"{w}w{s}s"].iloc[i]).strip("*")
+            assert cell.endswith("(2 seeds, sd 0.71)" if fam == "proto" else "(1 seed)"), (fam, cell)
+    mt = tables.margin_table(configurations(root), PROTOCOL)  # proto has no margin: its rows are all one seed
+    assert all(not str(row[f"{w}w{s}s"]).endswith("seed)") for _, row in mt.iterrows() for w, s, _ in SETTINGS)

@@ -11,9 +11,13 @@ METHOD = ("95% CI from the crossed seeds x episodes design: two-way random-effec
           "1.96 s / sqrt(E) over episodes")
 
 
-def cell(mean: float, ci: float, seeds: int = 1, seed_sd: float = np.nan) -> str:
+def cell(mean: float, ci: float, seeds: int = 1, seed_sd: float = np.nan, say_one: bool = False) -> str:
+    """"mean ± ci" in percent; with several seeds, how many and the sd of their means; with one
+    seed, "(1 seed)" when `say_one` (a table whose rows have different numbers of seeds)."""
     text = f"{100 * mean:.2f} ± {100 * ci:.2f}"
-    return text if seeds == 1 else f"{text} ({seeds} seeds, sd {100 * seed_sd:.2f})"
+    if seeds == 1:
+        return f"{text} (1 seed)" if say_one else text
+    return f"{text} ({seeds} seeds, sd {100 * seed_sd:.2f})"
 
 
 def markdown(df: pd.DataFrame) -> str:

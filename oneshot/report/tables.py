@@ -84,7 +84,7 @@ def main_table(df: pd.DataFrame, protocol: str) -> tuple[pd.DataFrame, set]:
             if h is None:
                 row[_col(*c)] = ""
                 continue
-            text = cell(h["mean"], h["ci95"], h["seeds"], h["seed_sd"])
+            text = cell(h["mean"], h["ci95"], h["seeds"], h["seed_sd"], say_one=d.seeds.nunique() > 1)
             if h["mean"] == winners[c]:
                 text, _ = f"**{text}**", bold.add((i, _col(*c)))
             row[_col(*c)] = text
@@ -110,7 +110,7 @@ def margin_table(df: pd.DataFrame, protocol: str) -> pd.DataFrame:
         row = {"Loss": family_name(r0.family) + _marks(r0), "Margin": f"{margin:g}",
                "Configuration": run, "Val acc": "–" if np.isnan(r0.val_acc) else f"{100 * r0.val_acc:.2f}"}
         for r in g.sort_values(["ways", "shots"]).itertuples():
-            row[_col(r.ways, r.shots)] = cell(r.mean, r.ci95, r.seeds, r.seed_sd)
+            row[_col(r.ways, r.shots)] = cell(r.mean, r.ci95, r.seeds, r.seed_sd, say_one=d.seeds.nunique() > 1)
         rows.append(row)
     return pd.DataFrame(rows)
 
